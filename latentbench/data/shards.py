@@ -1,0 +1,129 @@
+"""Sharded image datasets with a manifest: write, verify, stream.
+
+A split lives in a folder ``<root>/<split>/`` holding ``shard-00000.npz`` ... and a
+``manifest.json`` that lists every shard with its image count and sha256. The manifest is
+written last (atomically), so a folder without one is incomplete. Readers verify each
+shard's checksum before use and stop with an error naming the corrupt file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from latentbench.io import atomic_path, read_json, write_json
+
+FIELDS = ("image", "label", "mask", "depth", "seg")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_split(
+    out_dir: str | Path,
+    num_images: int,
+    shard_size: int,
+    make: Callable[[int, int], dict[str, np.ndarray]],
+    meta: dict | None = None,
+) -> Path:
+    """Write a split as shards produced by ``make(start, count)``; return the manifest path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for index, start in enumerate(range(0, num_images, shard_size)):
+        count = min(shard_size, num_images - start)
+        arrays = make(start, count)
+        missing = [f for f in ("image", "label") if f not in arrays]
+        if missing:
+            raise ValueError(f"shard {index} of {out_dir}: missing fields {missing}")
+        name = f"shard-{index:05d}.npz"
+        with atomic_path(out_dir / name, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        shards.append({"file": name, "count": count, "sha256": _sha256(out_dir / name)})
+    manifest = {
+        "num_images": num_images,
+        "shards": shards,
+        "fields": sorted(make(0, 1).keys()) if num_images else [],
+        "meta": meta or {},
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return out_dir / "manifest.json"
+
+
+class ShardedSplit:
+    """Read access to one split written by :func:`write_split`."""
+
+    def __init__(self, split_dir: str | Path, verify: bool = True) -> None:
+        self.dir = Path(split_dir)
+        manifest_path = self.dir / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{manifest_path}: no manifest; the split is missing or incomplete")
+        self.manifest = read_json(manifest_path)
+        self.verify = verify
+        self._verified: set[str] = set()
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_images"])
+
+    @property
+    def meta(self) -> dict:
+        return self.manifest.get("meta", {})
+
+    def _load(self, entry: dict) -> dict[str, np.ndarray]:
+        path = self.dir / entry["file"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: shard listed in the manifest is missing")
+        if self.verify and entry["file"] not in self._verified:
+            if _sha256(path) != entry["sha256"]:
+                raise ValueError(f"{path}: corrupt shard (sha256 does not match the manifest)")
+            self._verified.add(entry["file"])
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as exc:  # noqa: BLE001 - any decode failure means a corrupt shard
+            raise ValueError(f"{path}: corrupt shard ({exc})") from None
+        if len(arrays["label"]) != entry["count"]:
+            raise ValueError(f"{path}: holds {len(arrays['label'])} images, manifest says {entry['count']}")
+        return arrays
+
+    def iter_shards(self, fields: tuple[str, ...] = FIELDS) -> Iterator[dict[str, np.ndarray]]:
+        """Yield shard dicts in order, restricted to ``fields`` present in the data."""
+        for entry in self.manifest["shards"]:
+            arrays = self._load(entry)
+            yield {k: arrays[k] for k in fields if k in arrays}
+
+    def iter_batches(self, batch_size: int, fields: tuple[str, ...] = FIELDS) -> Iterator[dict[str, np.ndarray]]:
+        """Yield batches of exactly ``batch_size`` (last one shorter) across shard borders, in order."""
+        buffer: dict[str, list[np.ndarray]] = {}
+        held = 0
+        for shard in self.iter_shards(fields):
+            for k, v in shard.items():
+                buffer.setdefault(k, []).append(v)
+            held += len(shard["label"])
+            while held >= batch_size:
+                joined = {k: np.concatenate(v) for k, v in buffer.items()}
+                yield {k: v[:batch_size] for k, v in joined.items()}
+                buffer = {k: [v[batch_size:]] for k, v in joined.items()}
+                held -= batch_size
+        if held:
+            yield {k: np.concatenate(v) for k, v in buffer.items()}
+
+    def load_all(self, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
+        """Load the whole split into memory (for demo-sized splits only)."""
+        parts = list(self.iter_shards(fields))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def images_to_tensor(images: np.ndarray):
+    """uint8 NHWC -> float32 NCHW in [0, 1] (the suite's image convention)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
