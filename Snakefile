@@ -1,0 +1,22 @@
+# latentbench: one DAG from images to the HTML report (see README.md and DESIGN.md).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/tokenizers.smk"
+include: "rules/latents.smk"
+include: "rules/diffusion.smk"
+include: "rules/metrics.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/report/index.html",
+    default_target: True

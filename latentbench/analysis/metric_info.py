@@ -1,0 +1,42 @@
+"""What each per-tokenizer metric is: display name, direction, and which paper defines it.
+
+One table drives the metrics.csv columns, the correlation table and the report, so a
+metric's orientation is stated once. ``higher_is_better`` is the metric's own direction;
+the iFID paper orients every metric "lower = better" (−PSNR, −SSIM; spec
+metrics-ifid-seesaw.md §6), the diffusability study "larger = better latent" (−VIV, −SEC,
+−iFID; spec metrics-diffusability.md §1.6). The report applies those orientations when it
+puts our correlations beside a paper's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    label: str
+    higher_is_better: bool
+    source: str
+    uses_feature_net: bool = False
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in [
+        MetricInfo("gfid", "gFID", False, "generation FID (iFID paper Eq. 5)", True),
+        MetricInfo("rfid", "rFID", False, "reconstruction FID (iFID paper Eq. 4)", True),
+        MetricInfo("ifid", "iFID", False, "interpolated FID (iFID paper Eq. 6, official config)", True),
+        MetricInfo("psnr", "PSNR", True, "reconstruction PSNR (spec ifid-seesaw §4)"),
+        MetricInfo("ssim", "SSIM", True, "reconstruction SSIM (spec ifid-seesaw §4)"),
+        MetricInfo("diffusion_loss", "Diffusion loss", False, "held-out flow-matching loss (spec ifid-seesaw §5.1)"),
+    ]
+}
+
+
+def info(name: str) -> MetricInfo:
+    """Metadata of a metric column; unknown names raise naming the column."""
+    if name not in METRICS:
+        raise KeyError(f"no metadata for metric column {name!r}")
+    return METRICS[name]

@@ -1,0 +1,122 @@
+"""Render the study report: one self-contained HTML page (inline CSS, images as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from latentbench import __version__
+from latentbench.analysis.metric_info import METRICS, info
+from latentbench.io import atomic_path, read_json
+from latentbench.report.figures import scatter_grid
+from latentbench.stages.report import metric_columns
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "report" / "templates"
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _rule_times(results: Path) -> list[dict]:
+    """Wall time of every job from Snakemake's benchmark files, longest first."""
+    rows = []
+    for tsv in sorted((results / "benchmarks").glob("*.tsv")):
+        try:
+            bench = pd.read_csv(tsv, sep="\t")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        rows.append({"job": tsv.stem, "seconds": float(bench["s"].iloc[0]), "max_rss_mb": float(bench["max_rss"].iloc[0])})
+    return sorted(rows, key=lambda r: -r["seconds"])
+
+
+def render_report(results: str | Path, config: dict, out: str | Path) -> None:
+    """Build the page from results/<study>/{metrics,correlations}.csv and the per-job artefacts."""
+    results = Path(results)
+    frame = pd.read_csv(results / "metrics.csv")
+    corr = pd.read_csv(results / "correlations.csv")
+    target = config["analysis"]["target"]
+    feature = read_json(results / "features" / "demo-cnn.json")
+    metrics = metric_columns(frame, target)
+
+    figures = []
+    for (backbone, scale), group in frame.groupby(["backbone", "cfg_scale"], sort=True):
+        c = corr[(corr["backbone"] == backbone) & (corr["cfg_scale"] == scale)]
+        title = f"{backbone}, guidance w = {scale:g}: metric vs {info(target).label} (one point per tokenizer)"
+        figures.append({"title": title, "src": data_uri(scatter_grid(group, c, metrics, target, title))})
+
+    scales = sorted(frame["cfg_scale"].unique())
+    per_tok = []
+    for tok, group in frame.groupby("tokenizer", sort=True):
+        first = group.iloc[0]
+        row = {"tokenizer": tok, "regularizer": first["regularizer"], "variant": first["variant"], "kl_weight": first["kl_weight"]}
+        row.update({m: _fmt(first[m]) for m in ("rfid", "ifid", "psnr", "ssim")})
+        for bb, g in group.groupby("backbone"):
+            row[f"diffusion_loss/{bb}"] = _fmt(g["diffusion_loss"].iloc[0], 4)
+            for scale in scales:
+                sel = g[g["cfg_scale"] == scale]
+                row[f"gfid/{bb}/{scale:g}"] = _fmt(sel["gfid"].iloc[0] if len(sel) else None)
+        per_tok.append(row)
+    backbones = sorted(frame["backbone"].unique())
+
+    corr_rows = []
+    for metric in metrics:
+        cells = []
+        for (bb, scale), c in corr[corr["metric"] == metric].groupby(["backbone", "cfg_scale"], sort=True):
+            r = c.iloc[0]
+            cells.append(
+                {
+                    "pcc": _fmt(r["pcc"], 2),
+                    "pcc_ci": f"[{_fmt(r['pcc_lo'], 2)}, {_fmt(r['pcc_hi'], 2)}]",
+                    "srcc": _fmt(r["srcc"], 2),
+                    "srcc_ci": f"[{_fmt(r['srcc_lo'], 2)}, {_fmt(r['srcc_hi'], 2)}]",
+                    "n": int(r["n"]),
+                }
+            )
+        corr_rows.append({"metric": info(metric).label, "higher_is_better": info(metric).higher_is_better, "cells": cells})
+    corr_columns = [f"{bb}, w = {scale:g}" for (bb, scale), _ in corr.groupby(["backbone", "cfg_scale"], sort=True)]
+
+    thumbnails = []
+    for tok in sorted(frame["tokenizer"].unique()):
+        strip = results / "metrics" / tok / "interpolation.png"
+        samples = sorted((results / "samples" / tok).glob("*/cfg*/shard-000.png"))
+        thumbnails.append(
+            {
+                "tokenizer": tok,
+                "strip": data_uri(strip.read_bytes()) if strip.exists() else None,
+                "samples": [{"title": f"{p.parent.parent.name}, {p.parent.name.replace('cfg', 'w = ')}", "src": data_uri(p.read_bytes())} for p in samples],
+            }
+        )
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("index.html.j2").render(
+        config=config,
+        version=__version__,
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        feature=feature,
+        target_label=info(target).label,
+        per_tok=per_tok,
+        backbones=backbones,
+        scales=[f"{s:g}" for s in scales],
+        corr_rows=corr_rows,
+        corr_columns=corr_columns,
+        figures=figures,
+        thumbnails=thumbnails,
+        rule_times=_rule_times(results),
+        metric_info=[METRICS[m] for m in [target, *metrics]],
+        css=(TEMPLATES.parent / "style.css").read_text(),
+    )
+    with atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text(html)

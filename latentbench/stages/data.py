@@ -1,0 +1,75 @@
+"""Dataset, demo feature network and reference feature statistics (rules/data.smk)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from latentbench.data.shards import ShardedSplit, images_to_tensor, write_split
+from latentbench.data.synthetic import NUM_CLASSES, SHAPES, TEXTURES, SyntheticSpec, generate
+from latentbench.features import build_feature_extractor
+from latentbench.features.demo_net import NAME as DEMO_NET, save_demo_net, train_demo_net
+from latentbench.io import write_json
+from latentbench.metrics.fid import FeatureStats
+from latentbench.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+SPLIT_SEED = {"train": 0, "val": 1}
+
+
+def make_dataset(settings: dict, out_root: str | Path) -> None:
+    """Generate the synthetic train and val splits as verified shards."""
+    data = settings["data"]
+    for split in ("train", "val"):
+        spec = SyntheticSpec(data[split], data["resolution"], derive_seed(settings["seed"], "data", split))
+        meta = {
+            "kind": data["kind"],
+            "split": split,
+            "resolution": data["resolution"],
+            "num_classes": NUM_CLASSES,
+            "classes": [f"{s}/{t}" for s, t in zip(SHAPES, TEXTURES)],
+        }
+        write_split(
+            Path(out_root) / split, data[split], data["shard_size"], lambda s, c: generate(spec, s, c), meta
+        )
+        log.info("wrote %s: %d images", split, data[split])
+
+
+def train_feature_net(settings: dict, train: str | Path, val: str | Path, out: str | Path, summary: str | Path) -> None:
+    """Train the demo feature network on the train split; record its val accuracy."""
+    fn = settings["feature_net"]
+    tr = ShardedSplit(Path(train).parent).load_all(("image", "label"))
+    va = ShardedSplit(Path(val).parent).load_all(("image", "label"))
+    num_classes = int(ShardedSplit(Path(train).parent).meta["num_classes"])
+    net, metrics = train_demo_net(
+        images_to_tensor(tr["image"]),
+        torch.from_numpy(tr["label"]),
+        images_to_tensor(va["image"]),
+        torch.from_numpy(va["label"]),
+        num_classes,
+        epochs=fn["epochs"],
+        batch_size=fn["batch_size"],
+        lr=fn["lr"],
+        seed=derive_seed(settings["seed"], "feature_net"),
+        log=log.info,
+    )
+    save_demo_net(net, out)
+    write_json(summary, metrics)
+
+
+def split_feature_stats(split_dir: str | Path, weights: str | Path, batch_size: int = 500) -> FeatureStats:
+    """Streaming feature statistics of every image of a split."""
+    extractor = build_feature_extractor(DEMO_NET, weights=weights)
+    stats = FeatureStats()
+    for batch in ShardedSplit(split_dir).iter_batches(batch_size, ("image",)):
+        stats.update(extractor(images_to_tensor(batch["image"])))
+    return stats
+
+
+def reference_stats(split_manifest: str | Path, weights: str | Path, out: str | Path) -> None:
+    """Reference statistics of one split in the demo feature space (computed once, reused)."""
+    stats = split_feature_stats(Path(split_manifest).parent, weights)
+    stats.save(out)
+    log.info("reference stats: %d images, dim %d", stats.count, len(stats.mean))

@@ -1,0 +1,129 @@
+"""Per-tokenizer metric jobs (rules/metrics.smk).
+
+``reconstruction_metrics`` is one pass over the val latents that yields rFID, PSNR, SSIM and
+iFID together, all from the same latent sample per image (spec metrics-ifid-seesaw.md §3.2
+step 6: "the same pass also gives rFID ... all on the SAME latent sample q").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentbench.data.shards import ShardedSplit, images_to_tensor
+from latentbench.features import build_feature_extractor
+from latentbench.features.demo_net import NAME as DEMO_NET
+from latentbench.io import write_json
+from latentbench.metrics.fid import FeatureStats
+from latentbench.metrics.ifid import ifid_latents, sample_posterior
+from latentbench.metrics.reconstruction import psnr, ssim
+from latentbench.seeding import derive_seed
+from latentbench.stages.images import save_grid
+from latentbench.stages.latents import LatentCache
+from latentbench.tokenizers import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def cached_latents(cache: LatentCache, mode: str, seed: int, split: str) -> torch.Tensor:
+    """All latents of a cached split: the posterior mean, or a per-image seeded posterior sample.
+
+    Per-image seeds (spec metrics-ifid-seesaw.md §3.5) make image i's sample independent of
+    batching, so any job that draws it again gets the same latent.
+    """
+    mean = torch.from_numpy(np.asarray(cache.mean))
+    if mode == "mean":
+        return mean.clone()
+    std = torch.from_numpy(np.asarray(cache.std))
+    seeds = [derive_seed(seed, "posterior", split, i) for i in range(len(mean))]
+    return sample_posterior(mean, std, seeds)
+
+
+@torch.inference_mode()
+def _decode(tokenizer, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([tokenizer.decode(latents[i : i + batch_size]) for i in range(0, len(latents), batch_size)])
+
+
+@torch.inference_mode()
+def reconstruction_metrics(
+    settings: dict,
+    tokenizer_path: str | Path,
+    val_manifest: str | Path,
+    latents_root: str | Path,
+    feature_net: str | Path,
+    val_stats: str | Path,
+    out: str | Path,
+    strip: str | Path,
+    batch_size: int = 250,
+) -> None:
+    """rFID, PSNR, SSIM and iFID of one tokenizer from one pass over the val latents."""
+    cfg_ifid, protocol = settings["ifid"], settings["reconstruction"]["protocol"]
+    seed = settings["seed"]
+    tokenizer = load_tokenizer(tokenizer_path).eval()
+    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    reference = FeatureStats.load(val_stats)
+    latents_root = Path(latents_root)
+
+    queries = cached_latents(LatentCache(latents_root / "val"), cfg_ifid["latent"], seed, "val")
+    same_split = cfg_ifid["references"] == "val"
+    references = queries if same_split else cached_latents(
+        LatentCache(latents_root / "train"), cfg_ifid["latent"], seed, "train"
+    )
+    picked = ifid_latents(
+        queries,
+        references,
+        k=cfg_ifid["k"],
+        alpha=cfg_ifid["alpha"],
+        method=cfg_ifid["interpolation"],
+        topk_pick=cfg_ifid["topk_pick"],
+        exclude_self=same_split,
+        seed=derive_seed(seed, "ifid"),
+    )
+
+    recon_stats, interp_stats = FeatureStats(), FeatureStats()
+    psnrs, ssims = [], []
+    start = 0
+    for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
+        x = images_to_tensor(batch["image"])
+        sl = slice(start, start + len(x))
+        recon = tokenizer.decode(queries[sl])
+        interp = tokenizer.decode(picked["latents"][sl])
+        psnrs.append(psnr(x, recon, protocol=protocol))
+        ssims.append(ssim(x, recon, protocol=protocol))
+        recon_stats.update(extractor(recon))
+        interp_stats.update(extractor(interp))
+        start += len(x)
+    if start != len(queries):
+        raise ValueError(f"{val_manifest}: {start} images but {len(queries)} cached latents; re-encode the split")
+
+    metrics = {
+        "rfid": recon_stats.fd(reference),
+        "ifid": interp_stats.fd(reference),
+        "psnr": float(torch.cat(psnrs).mean()),
+        "ssim": float(torch.cat(ssims).mean()),
+        "feature_net": extractor.name,
+        "num_images": start,
+        "protocol": protocol,
+        "ifid_settings": {**cfg_ifid, "num_references": len(references), "exclude_self": same_split},
+        "ifid_topk_entropy": picked["entropy"],
+    }
+    write_json(out, metrics)
+    log.info("reconstruction metrics: %s", {k: v for k, v in metrics.items() if isinstance(v, float)})
+
+    # Figure-5-style strip: originals, reconstructions, decoded nearest neighbours, decoded interpolations.
+    n = min(8, start)
+    first = next(ShardedSplit(Path(val_manifest).parent).iter_batches(n, ("image",)))
+    neighbors = references[picked["neighbor_index"][:n]]
+    save_grid(
+        [
+            images_to_tensor(first["image"]),
+            tokenizer.decode(queries[:n]),
+            tokenizer.decode(neighbors),
+            tokenizer.decode(picked["latents"][:n]),
+        ],
+        strip,
+    )

@@ -1,0 +1,96 @@
+"""Collect per-job JSON into metrics.csv, correlate with gFID, render the report (rules/report.smk)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from latentbench.analysis.correlation import correlate
+from latentbench.analysis.metric_info import METRICS
+from latentbench.io import atomic_path, read_json
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["tokenizer", "label", "family", "regularizer", "variant", "kl_weight", "backbone", "recipe", "cfg_scale"]
+
+
+def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str | Path) -> pd.DataFrame:
+    """One row per tokenizer x backbone x guidance scale with every metric the study computed."""
+    metrics_dir = Path(metrics_dir)
+    rows = []
+    for tok, spec in sorted(tokenizers.items()):
+        recon = read_json(metrics_dir / tok / "reconstruction.json")
+        for bb, bspec in sorted(backbones.items()):
+            generation = read_json(metrics_dir / tok / bb / "generation.json")
+            loss = read_json(metrics_dir / tok / bb / "diffusion_loss.json")
+            for scale, gen in sorted(generation["per_scale"].items(), key=lambda kv: float(kv[0])):
+                rows.append(
+                    {
+                        "tokenizer": tok,
+                        "label": spec.get("label", tok),
+                        "family": spec["family"],
+                        "regularizer": spec.get("regularizer", "baseline"),
+                        "variant": spec.get("variant", "-"),
+                        "kl_weight": spec.get("kl_weight"),
+                        "backbone": bb,
+                        "recipe": bspec["recipe"],
+                        "cfg_scale": float(scale),
+                        "gfid": gen["gfid"],
+                        "num_samples": gen["num_samples"],
+                        "rfid": recon["rfid"],
+                        "ifid": recon["ifid"],
+                        "psnr": recon["psnr"],
+                        "ssim": recon["ssim"],
+                        "diffusion_loss": loss["diffusion_loss"],
+                        "feature_net": recon["feature_net"],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    with atomic_path(out, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    log.info("collected %d rows", len(frame))
+    return frame
+
+
+def metric_columns(frame: pd.DataFrame, target: str) -> list[str]:
+    """Metric columns present in ``frame`` (in METRICS order), excluding the target."""
+    return [m for m in METRICS if m in frame.columns and m != target]
+
+
+def correlations(frame: pd.DataFrame, target: str, n_boot: int, seed: int) -> pd.DataFrame:
+    """PCC and SRCC (with 95% bootstrap intervals) of every metric with the target, per backbone x scale."""
+    rows = []
+    for (backbone, scale), group in frame.groupby(["backbone", "cfg_scale"], sort=True):
+        for metric in metric_columns(frame, target):
+            result = correlate(group[metric].to_numpy(float), group[target].to_numpy(float), n_boot=n_boot, seed=seed)
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "cfg_scale": scale,
+                    "metric": metric,
+                    "target": target,
+                    "n": result["n"],
+                    "pcc": result["pcc"],
+                    "pcc_lo": result["pcc_ci"][0],
+                    "pcc_hi": result["pcc_ci"][1],
+                    "srcc": result["srcc"],
+                    "srcc_lo": result["srcc_ci"][0],
+                    "srcc_hi": result["srcc_ci"][1],
+                    "pcc_p": result["pcc_p"],
+                    "srcc_p": result["srcc_p"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def correlate_study(metrics_csv: str | Path, settings: dict, out: str | Path) -> None:
+    """Write correlations.csv for a study's metrics.csv."""
+    frame = pd.read_csv(metrics_csv)
+    analysis = settings["analysis"]
+    if analysis["target"] not in frame.columns:
+        raise ValueError(f"analysis.target: column {analysis['target']!r} is not in {metrics_csv}")
+    table = correlations(frame, analysis["target"], analysis["n_boot"], settings["seed"])
+    with atomic_path(out, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)

@@ -1,0 +1,45 @@
+# Config validation, output layout and small helpers shared by every rule file.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from latentbench.config import SCHEMA_PATH, check_config
+
+# One readable line naming the bad key, before anything runs; then snakemake's own
+# validation against the same schema (it also fills the defaults).
+check_config(config)
+validate(config, str(SCHEMA_PATH))
+
+
+container: config["container"]
+
+
+RESULTS = f"{config['results_dir']}/{config['study']}"
+TOKENIZERS = sorted(config["tokenizers"])
+BACKBONES = sorted(config["backbones"])
+CFG_SCALES = [f"{w:g}" for w in config["sampling"]["cfg_scales"]]
+SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
+
+
+wildcard_constraints:
+    tok="|".join(TOKENIZERS),
+    backbone="|".join(BACKBONES),
+    split="train|val",
+    scale="[0-9.]+",
+    shard="[0-9]+",
+
+
+def as_json(obj):
+    """A config fragment as one JSON string for a rule's params (a change re-runs the job)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def parent(path, levels=1):
+    """The folder ``levels`` up from ``path`` (for params derived from outputs)."""
+    return str(Path(path).parents[levels - 1])
+
+
+def study_settings(*keys):
+    """The study-wide settings a job depends on, as JSON, keyed by section name."""
+    return as_json({k: config.get(k) for k in ("seed", *keys)})

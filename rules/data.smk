@@ -1,0 +1,47 @@
+# The dataset, the demo feature network and the reference feature statistics.
+
+
+rule dataset:
+    output:
+        train=f"{RESULTS}/data/train/manifest.json",
+        val=f"{RESULTS}/data/val/manifest.json",
+    params:
+        settings=study_settings("data"),
+        out_dir=lambda w, output: parent(output.train, 2),
+    log:
+        f"{RESULTS}/logs/dataset.log",
+    shell:
+        "latentbench dataset --settings {params.settings:q} "
+        "--out {params.out_dir} > {log} 2>&1"
+
+
+rule feature_net:
+    input:
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+    output:
+        weights=f"{RESULTS}/features/demo-cnn.pt",
+        summary=f"{RESULTS}/features/demo-cnn.json",
+    params:
+        settings=study_settings("feature_net"),
+    threads: 2
+    log:
+        f"{RESULTS}/logs/feature_net.log",
+    shell:
+        "latentbench train-feature-net --settings {params.settings:q} --threads {threads} "
+        "--train {input.train} --val {input.val} "
+        "--out {output.weights} --summary {output.summary} > {log} 2>&1"
+
+
+rule reference_stats:
+    input:
+        split=f"{RESULTS}/data/{{split}}/manifest.json",
+        weights=rules.feature_net.output.weights,
+    output:
+        f"{RESULTS}/features/stats-{{split}}.npz",
+    threads: 1
+    log:
+        f"{RESULTS}/logs/reference_stats-{{split}}.log",
+    shell:
+        "latentbench reference-stats --split {input.split} --weights {input.weights} "
+        "--threads {threads} --out {output} > {log} 2>&1"

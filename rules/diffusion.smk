@@ -1,0 +1,64 @@
+# Diffusion backbones trained on each tokenizer's cached latents, and sampling.
+
+
+rule train_diffusion:
+    input:
+        mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        stats=f"{RESULTS}/latents/{{tok}}/train/stats.json",
+        labels=rules.dataset.output.train,
+    output:
+        f"{RESULTS}/diffusion/{{tok}}/{{backbone}}/model.pt",
+    params:
+        backbone=lambda w: as_json(config["backbones"][w.backbone]),
+        settings=study_settings("diffusion_training"),
+        checkpoint=lambda w: f"{RESULTS}/diffusion/{w.tok}/{w.backbone}/checkpoint.pt",
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}/train",
+    threads: 1
+    retries: 1
+    resources:
+        gpu=1,
+        runtime=120,
+    log:
+        f"{RESULTS}/logs/train_diffusion-{{tok}}-{{backbone}}.log",
+    shell:
+        "latentbench train-diffusion --backbone {params.backbone:q} --settings {params.settings:q} "
+        "--latents {params.latents} --labels {input.labels} "
+        "--checkpoint {params.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        model=rules.train_diffusion.output,
+        tokenizer=rules.train_tokenizer.output,
+        weights=rules.feature_net.output.weights,
+    output:
+        stats=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.npz",
+    params:
+        settings=study_settings("sampling"),
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/logs/sample-{{tok}}-{{backbone}}-cfg{{scale}}-{{shard}}.log",
+    shell:
+        "latentbench sample --model {input.model} --tokenizer {input.tokenizer} "
+        "--feature-net {input.weights} --settings {params.settings:q} --scale {wildcards.scale} "
+        "--shard {wildcards.shard} --threads {threads} --out {output.stats} > {log} 2>&1"
+
+
+rule generation_metrics:
+    input:
+        shards=lambda w: expand(
+            f"{RESULTS}/samples/{w.tok}/{w.backbone}/cfg{{scale}}/shard-{{shard}}.npz",
+            scale=CFG_SCALES,
+            shard=SHARDS,
+        ),
+        reference=f"{RESULTS}/features/stats-train.npz",
+    output:
+        f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json",
+    log:
+        f"{RESULTS}/logs/generation_metrics-{{tok}}-{{backbone}}.log",
+    shell:
+        "latentbench generation-metrics --shards {input.shards} --reference {input.reference} "
+        "--out {output} > {log} 2>&1"

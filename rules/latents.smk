@@ -1,0 +1,20 @@
+# The latent cache: every split encoded once per tokenizer (posterior mean and std,
+# memory-mapped .npy) plus per-channel normalisation statistics.
+
+
+rule encode_latents:
+    input:
+        split=f"{RESULTS}/data/{{split}}/manifest.json",
+        tokenizer=rules.train_tokenizer.output,
+    output:
+        mean=f"{RESULTS}/latents/{{tok}}/{{split}}/mean.npy",
+        std=f"{RESULTS}/latents/{{tok}}/{{split}}/std.npy",
+        stats=f"{RESULTS}/latents/{{tok}}/{{split}}/stats.json",
+    params:
+        out_dir=lambda w: f"{RESULTS}/latents/{w.tok}/{w.split}",
+    threads: 1
+    log:
+        f"{RESULTS}/logs/encode_latents-{{tok}}-{{split}}.log",
+    shell:
+        "latentbench encode --tokenizer {input.tokenizer} --split {input.split} "
+        "--threads {threads} --out-dir {params.out_dir} > {log} 2>&1"

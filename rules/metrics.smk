@@ -1,0 +1,47 @@
+# Per-tokenizer metrics: reconstruction + iFID from one latent pass, and the held-out
+# diffusion loss per backbone.
+
+
+rule reconstruction_metrics:
+    input:
+        tokenizer=rules.train_tokenizer.output,
+        val=rules.dataset.output.val,
+        val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        ref_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        ref_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        weights=rules.feature_net.output.weights,
+        val_stats=f"{RESULTS}/features/stats-val.npz",
+    output:
+        metrics=f"{RESULTS}/metrics/{{tok}}/reconstruction.json",
+        strip=f"{RESULTS}/metrics/{{tok}}/interpolation.png",
+    params:
+        settings=study_settings("ifid", "reconstruction", "metrics"),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}",
+    threads: 1
+    log:
+        f"{RESULTS}/logs/reconstruction_metrics-{{tok}}.log",
+    shell:
+        "latentbench reconstruction-metrics --tokenizer {input.tokenizer} --val {input.val} "
+        "--latents {params.latents} --feature-net {input.weights} "
+        "--val-stats {input.val_stats} --settings {params.settings:q} --threads {threads} "
+        "--out {output.metrics} --strip {output.strip} > {log} 2>&1"
+
+
+rule diffusion_loss:
+    input:
+        model=rules.train_diffusion.output,
+        mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        val=rules.dataset.output.val,
+    output:
+        f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json",
+    params:
+        settings=study_settings(),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
+    threads: 1
+    log:
+        f"{RESULTS}/logs/diffusion_loss-{{tok}}-{{backbone}}.log",
+    shell:
+        "latentbench diffusion-loss --model {input.model} --latents {params.latents} "
+        "--labels {input.val} --settings {params.settings:q} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,53 @@
+# Collect every per-job JSON into metrics.csv, correlate with gFID, render the HTML report.
+
+
+rule collect:
+    input:
+        reconstruction=expand(f"{RESULTS}/metrics/{{tok}}/reconstruction.json", tok=TOKENIZERS),
+        generation=expand(
+            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json", tok=TOKENIZERS, backbone=BACKBONES
+        ),
+        diffusion_loss=expand(
+            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json", tok=TOKENIZERS, backbone=BACKBONES
+        ),
+    output:
+        f"{RESULTS}/metrics.csv",
+    params:
+        tokenizers=as_json(config["tokenizers"]),
+        metrics_dir=lambda w, input: parent(input.reconstruction[0], 2),
+        backbones=as_json(config["backbones"]),
+    log:
+        f"{RESULTS}/logs/collect.log",
+    shell:
+        "latentbench collect --metrics-dir {params.metrics_dir} --tokenizers {params.tokenizers:q} "
+        "--backbones {params.backbones:q} --out {output} > {log} 2>&1"
+
+
+rule correlate:
+    input:
+        rules.collect.output,
+    output:
+        f"{RESULTS}/correlations.csv",
+    params:
+        settings=study_settings("analysis"),
+    log:
+        f"{RESULTS}/logs/correlate.log",
+    shell:
+        "latentbench correlate --metrics {input} --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        metrics=rules.collect.output,
+        correlations=rules.correlate.output,
+        feature_net=rules.feature_net.output.summary,
+        strips=expand(f"{RESULTS}/metrics/{{tok}}/interpolation.png", tok=TOKENIZERS),
+    output:
+        f"{RESULTS}/report/index.html",
+    params:
+        config=as_json(config),
+        results=lambda w, output: parent(output[0], 2),
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "latentbench report --results {params.results} --config {params.config:q} --out {output} > {log} 2>&1"
