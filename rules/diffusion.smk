@@ -34,6 +34,7 @@ rule sample:
         weights=rules.feature_net.output.weights,
     output:
         stats=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.npz",
+        grid=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.png",
     params:
         settings=study_settings("sampling"),
     threads: 1

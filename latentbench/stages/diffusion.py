@@ -1,0 +1,181 @@
+"""Diffusion jobs (rules/diffusion.smk, rules/metrics.smk): train, sample, gFID, held-out loss."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentbench.data.shards import ShardedSplit
+from latentbench.diffusion import build_backbone
+from latentbench.diffusion.recipes import Recipe, get_recipe
+from latentbench.diffusion.samplers import sample as run_sampler
+from latentbench.diffusion.training import TrainSettings, train_diffusion
+from latentbench.features import build_feature_extractor
+from latentbench.features.demo_net import NAME as DEMO_NET
+from latentbench.io import atomic_path, write_json
+from latentbench.metrics.fid import FeatureStats
+from latentbench.seeding import derive_seed
+from latentbench.stages.images import save_grid
+from latentbench.stages.latents import LatentCache
+from latentbench.stages.metrics import cached_latents
+from latentbench.tokenizers import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class LatentNormalizer:
+    """The recipe's latent normalisation outside the model (spec models.md §1.6 ``latent_norm``).
+
+    ``channel_stats``: (z − mean_c)/std_c with the cache's per-channel statistics (LightningDiT);
+    ``bn_online``: identity here, the model's own BatchNorm normalises (iFID SiT).
+    """
+
+    def __init__(self, kind: str, mean: torch.Tensor, std: torch.Tensor) -> None:
+        if kind not in ("channel_stats", "bn_online"):
+            raise ValueError(f"latent_norm {kind!r} is not available for tokenizers trained in the DAG")
+        self.kind, self.mean, self.std = kind, mean, std
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean) / self.std if self.kind == "channel_stats" else z
+
+    def invert(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.std + self.mean if self.kind == "channel_stats" else u
+
+
+def _num_classes(labels_manifest: str | Path) -> int:
+    return int(ShardedSplit(Path(labels_manifest).parent, verify=False).meta["num_classes"])
+
+
+def _labels(labels_manifest: str | Path) -> torch.Tensor:
+    return torch.from_numpy(ShardedSplit(Path(labels_manifest).parent).load_all(("label",))["label"])
+
+
+def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int) -> TrainSettings:
+    """Recipe optimisation values, overridden by the study's ``diffusion_training`` keys."""
+    return TrainSettings(
+        steps=overrides.get("steps", recipe.steps_for(size)),
+        batch_size=overrides.get("batch_size", recipe.batch_size),
+        lr=overrides.get("lr", recipe.lr),
+        betas=tuple(recipe.betas),
+        weight_decay=recipe.weight_decay,
+        adam_eps=recipe.adam_eps,
+        ema=overrides.get("ema", recipe.ema_decay),
+        grad_clip=overrides.get("grad_clip", recipe.grad_clip),
+        checkpoint_every=overrides["checkpoint_every"],
+        seed=derive_seed(seed, "diffusion"),
+        precision=recipe.precision,
+    )
+
+
+def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: str | Path, checkpoint: str | Path, out: str | Path) -> None:
+    """Train one backbone on one tokenizer's cached train latents; save the EMA model."""
+    cache = LatentCache(latents)
+    recipe = get_recipe(backbone["recipe"])
+    latent_shape = tuple(cache.mean.shape[1:])
+    num_classes = _num_classes(labels_manifest)
+    labels = _labels(labels_manifest)
+    if len(labels) != len(cache):
+        raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
+    model = build_backbone(backbone["size"], recipe.name, latent_shape, backbone["patch_size"], num_classes=num_classes)
+    normalizer = LatentNormalizer(recipe.latent_norm, *cache.channel_stats())
+    mean, std = torch.from_numpy(np.asarray(cache.mean)), torch.from_numpy(np.asarray(cache.std))
+
+    def get_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # a fresh posterior sample per step (spec models.md §1.6, study default)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape)
+        return normalizer(z), labels[idx]
+
+    opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"])
+    ema = train_diffusion(model, recipe.transport(latent_shape), get_batch, len(cache), opts, checkpoint)
+    ema.copy_to(model)
+    with atomic_path(out, suffix=".pt") as tmp:
+        torch.save(
+            {
+                "backbone": backbone,
+                "latent_shape": list(latent_shape),
+                "num_classes": num_classes,
+                "state_dict": model.state_dict(),
+                "channel_mean": normalizer.mean,
+                "channel_std": normalizer.std,
+                "train_settings": opts.__dict__,
+            },
+            tmp,
+        )
+
+
+def load_diffusion(path: str | Path) -> tuple[torch.nn.Module, Recipe, LatentNormalizer, dict]:
+    """The EMA model (eval mode), its recipe, its latent normaliser and the saved payload."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    bb = payload["backbone"]
+    recipe = get_recipe(bb["recipe"])
+    model = build_backbone(bb["size"], recipe.name, tuple(payload["latent_shape"]), bb["patch_size"], num_classes=payload["num_classes"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval().requires_grad_(False)
+    return model, recipe, LatentNormalizer(recipe.latent_norm, payload["channel_mean"], payload["channel_std"]), payload
+
+
+@torch.inference_mode()
+def sample(settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int, out: str | Path) -> None:
+    """One sampling shard: class-balanced labels, decode, feature statistics (+ a PNG grid)."""
+    cfg = settings["sampling"]
+    model, recipe, normalizer, payload = load_diffusion(model_path)
+    tokenizer = load_tokenizer(tokenizer_path).eval()
+    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    latent_shape = tuple(payload["latent_shape"])
+    per_shard = -(-cfg["num_samples"] // cfg["shards"])
+    first = shard * per_shard
+    count = max(0, min(per_shard, cfg["num_samples"] - first))
+    stats, grid = FeatureStats(), None
+    options = recipe.sampling(latent_shape)
+    options.update(method=cfg["method"], steps=cfg["steps"])
+    for start in range(first, first + count, cfg["batch_size"]):
+        n = min(cfg["batch_size"], first + count - start)
+        labels = torch.arange(start, start + n) % payload["num_classes"]  # class-balanced
+        generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
+        u = run_sampler(model, recipe.transport(latent_shape), (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
+        images = tokenizer.decode(normalizer.invert(u.float()))
+        stats.update(extractor(images))
+        if grid is None:
+            grid = images[:16]
+    stats.save(out)
+    if grid is not None:
+        save_grid([grid[:8], grid[8:16]] if len(grid) >= 16 else [grid], Path(out).with_suffix(".png"))
+    log.info("shard %d: %d samples at w=%g", shard, count, scale)
+
+
+def generation_metrics(shards: list[str], reference: str | Path, out: str | Path) -> None:
+    """Merge the sampling shards of every guidance scale exactly and compute gFID against the reference."""
+    ref = FeatureStats.load(reference)
+    per_scale: dict[str, FeatureStats] = {}
+    for path in shards:
+        match = re.search(r"cfg([0-9.]+)", Path(path).parent.name)
+        if not match:
+            raise ValueError(f"{path}: cannot read the guidance scale from the folder name")
+        per_scale.setdefault(match.group(1), FeatureStats()).merge(FeatureStats.load(path))
+    write_json(
+        out,
+        {
+            "per_scale": {s: {"gfid": st.fd(ref), "num_samples": st.count} for s, st in per_scale.items()},
+            "feature_net": DEMO_NET,
+            "reference": str(reference),
+        },
+    )
+
+
+@torch.inference_mode()
+def diffusion_loss(settings: dict, model_path: str | Path, latents: str | Path, labels_manifest: str | Path, out: str | Path, batch_size: int = 500) -> None:
+    """Held-out flow-matching loss on the val latents (spec metrics-ifid-seesaw.md §5.1)."""
+    model, recipe, normalizer, payload = load_diffusion(model_path)
+    cache = LatentCache(latents)
+    z = cached_latents(cache, "sample", settings["seed"], "val")  # as in training: a posterior sample
+    labels = _labels(labels_manifest)
+    transport = recipe.transport(tuple(payload["latent_shape"]))
+    losses = []
+    for start in range(0, len(z), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(z)))
+        losses.append(transport.validation_loss(model, normalizer(z[idx]), labels[idx], idx, len(z), seed=derive_seed(settings["seed"], "diffusion_loss")))
+    write_json(out, {"diffusion_loss": float(torch.cat(losses).mean()), "num_images": len(z), "recipe": recipe.name})

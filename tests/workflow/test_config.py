@@ -1,0 +1,61 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from latentbench.config import ConfigError, check_config, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def demo():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_demo_config_valid_with_defaults(demo):
+    config = check_config(copy.deepcopy(demo))
+    assert config["tokenizers"]["baseline"]["kl_weight"] == 1e-6
+    assert config["sampling"]["method"] == "euler"
+
+
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda c: c.update(bogus=1), "<top level>: Additional properties are not allowed ('bogus'"),
+        (lambda c: c["tokenizers"]["baseline"].update(fammily="x"), "tokenizers.baseline: Additional properties"),
+        (lambda c: c["tokenizers"]["vf"].update(regularizer="vff"), "tokenizers.vf.regularizer: 'vff' is not one of"),
+        (lambda c: c["tokenizers"]["vf"].update(family="nope"), "tokenizers.vf.family: 'nope' is not one of"),
+        (lambda c: c.update(metrics=["rfid", "fidd"]), "metrics.1: 'fidd' is not one of"),
+        (lambda c: c["data"].update(train="many"), "data.train: 'many' is not of type 'integer'"),
+        (lambda c: c["backbones"]["sit-demo"].update(recipe="dit"), "backbones.sit-demo.recipe: 'dit' is not one of"),
+    ],
+)
+def test_bad_config_one_line_naming_the_key(demo, edit, where):
+    edit(demo)
+    with pytest.raises(ConfigError) as info:
+        check_config(demo)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("config error at " + where.split(":")[0])
+    assert where.split(": ", 1)[1] in message
+
+
+def test_load_config_names_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_snakemake_stops_on_bad_config(tmp_path, demo):
+    demo["tokenizers"]["vf"]["regularizer"] = "vff"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(demo))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "config error at tokenizers.vf.regularizer: 'vff' is not one of" in proc.stdout + proc.stderr
