@@ -8,6 +8,8 @@ rule dataset:
     params:
         settings=study_settings("data"),
         out_dir=lambda w, output: parent(output.train, 2),
+    benchmark:
+        f"{RESULTS}/benchmarks/dataset.tsv"
     log:
         f"{RESULTS}/logs/dataset.log",
     shell:
@@ -25,6 +27,8 @@ rule feature_net:
     params:
         settings=study_settings("feature_net"),
     threads: 2
+    benchmark:
+        f"{RESULTS}/benchmarks/feature_net.tsv"
     log:
         f"{RESULTS}/logs/feature_net.log",
     shell:
@@ -40,6 +44,8 @@ rule reference_stats:
     output:
         f"{RESULTS}/features/stats-{{split}}.npz",
     threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/reference_stats-{{split}}.tsv"
     log:
         f"{RESULTS}/logs/reference_stats-{{split}}.log",
     shell:

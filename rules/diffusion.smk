@@ -19,6 +19,8 @@ rule train_diffusion:
     resources:
         gpu=1,
         runtime=120,
+    benchmark:
+        f"{RESULTS}/benchmarks/train_diffusion-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/train_diffusion-{{tok}}-{{backbone}}.log",
     shell:
@@ -40,6 +42,8 @@ rule sample:
     threads: 1
     resources:
         gpu=1,
+    benchmark:
+        f"{RESULTS}/benchmarks/sample-{{tok}}-{{backbone}}-cfg{{scale}}-{{shard}}.tsv"
     log:
         f"{RESULTS}/logs/sample-{{tok}}-{{backbone}}-cfg{{scale}}-{{shard}}.log",
     shell:
@@ -58,6 +62,8 @@ rule generation_metrics:
         reference=f"{RESULTS}/features/stats-train.npz",
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/generation_metrics-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/generation_metrics-{{tok}}-{{backbone}}.log",
     shell:

@@ -13,6 +13,8 @@ rule encode_latents:
     params:
         out_dir=lambda w: f"{RESULTS}/latents/{w.tok}/{w.split}",
     threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/encode_latents-{{tok}}-{{split}}.tsv"
     log:
         f"{RESULTS}/logs/encode_latents-{{tok}}-{{split}}.log",
     shell:

@@ -19,6 +19,8 @@ rule reconstruction_metrics:
         settings=study_settings("ifid", "reconstruction", "metrics"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/reconstruction_metrics-{{tok}}.tsv"
     log:
         f"{RESULTS}/logs/reconstruction_metrics-{{tok}}.log",
     shell:
@@ -40,6 +42,8 @@ rule diffusion_loss:
         settings=study_settings(),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
     threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/diffusion_loss-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/diffusion_loss-{{tok}}-{{backbone}}.log",
     shell:

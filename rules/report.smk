@@ -16,6 +16,8 @@ rule collect:
         tokenizers=as_json(config["tokenizers"]),
         metrics_dir=lambda w, input: parent(input.reconstruction[0], 2),
         backbones=as_json(config["backbones"]),
+    benchmark:
+        f"{RESULTS}/benchmarks/collect.tsv"
     log:
         f"{RESULTS}/logs/collect.log",
     shell:
@@ -30,6 +32,8 @@ rule correlate:
         f"{RESULTS}/correlations.csv",
     params:
         settings=study_settings("analysis"),
+    benchmark:
+        f"{RESULTS}/benchmarks/correlate.tsv"
     log:
         f"{RESULTS}/logs/correlate.log",
     shell:
@@ -47,6 +51,8 @@ rule report:
     params:
         config=as_json(config),
         results=lambda w, output: parent(output[0], 2),
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     log:
         f"{RESULTS}/logs/report.log",
     shell:

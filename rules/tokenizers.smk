@@ -15,6 +15,8 @@ rule train_tokenizer:
     retries: 1
     resources:
         runtime=60,
+    benchmark:
+        f"{RESULTS}/benchmarks/train_tokenizer-{{tok}}.tsv"
     log:
         f"{RESULTS}/logs/train_tokenizer-{{tok}}.log",
     shell:

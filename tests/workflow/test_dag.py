@@ -1,0 +1,106 @@
+"""End to end: the tiny study through the real Snakemake DAG, the report in headless Chromium,
+no-op reruns, targeted reruns after deleting one tokenizer's latent cache."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(results: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(TINY),
+           "--config", f"results_dir={results}", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    start = time.monotonic()
+    proc = snakemake(results)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    print(f"tiny DAG: {elapsed:.1f} s")
+    return results / "tiny"
+
+
+def test_outputs_and_metrics_table(tiny_study):
+    frame = pd.read_csv(tiny_study / "metrics.csv")
+    assert len(frame) == 3 * 1 * 2  # tokenizers x backbones x guidance scales
+    for column in ("gfid", "rfid", "ifid", "psnr", "ssim", "diffusion_loss"):
+        assert frame[column].notna().all(), column
+    assert (frame["gfid"] > 0).all() and (frame["rfid"] > 0).all()
+    corr = pd.read_csv(tiny_study / "correlations.csv")
+    assert set(corr["metric"]) >= {"rfid", "ifid", "psnr", "ssim", "diffusion_loss"}
+    assert corr["pcc"].between(-1, 1).all()
+
+
+def test_report_is_self_contained(tiny_study):
+    html = (tiny_study / "report" / "index.html").read_text()
+    for heading in ("Per-tokenizer results", "Correlation with gFID", "Scatter plots", "Images"):
+        assert heading in html
+    assert html.count("data:image/png;base64,") >= 2 + 3  # scatter grids + strips
+    assert "demo-cnn" in html
+    assert not re.search(r'src="(?!data:)', html), "the page must not reference external files"
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_report_renders_in_headless_chromium(tiny_study, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("LATENTBENCH_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required (LATENTBENCH_REQUIRE_CHROMIUM is set) but not installed")
+        pytest.skip("chromium not installed (make chromium)")
+    page = tiny_study / "report" / "index.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert dom.count("<table") >= 3 and dom.count("<img") >= 5
+    assert "Correlation with gFID" in dom
+
+
+def test_second_run_has_nothing_to_do(tiny_study):
+    start = time.monotonic()
+    proc = snakemake(tiny_study.parent)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert elapsed < 30  # the target (< 10 s) is measured by bench/bench_demo.py, not asserted here
+
+
+def test_deleting_one_latent_cache_reruns_only_its_jobs(tiny_study):
+    shutil.rmtree(tiny_study / "latents" / "vf")
+    planned = snakemake(tiny_study.parent, "-n")
+    assert planned.returncode == 0, planned.stderr
+    wildcards = re.findall(r"^    wildcards: (.*)$", planned.stdout, flags=re.M)
+    assert wildcards and all("tok=vf" in wc for wc in wildcards), wildcards
+    rules = set(re.findall(r"^rule (\w+):", planned.stdout, flags=re.M))
+    assert "train_tokenizer" not in rules and "dataset" not in rules
+    assert {"encode_latents", "collect", "report"} <= rules
+    # and the rerun restores a complete study
+    proc = snakemake(tiny_study.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tiny_study / "report" / "index.html").exists()
