@@ -107,7 +107,7 @@ class ShardedSplit:
         for shard in self.iter_shards(fields):
             for k, v in shard.items():
                 buffer.setdefault(k, []).append(v)
-            held += len(shard["label"])
+            held += len(next(iter(shard.values())))
             while held >= batch_size:
                 joined = {k: np.concatenate(v) for k, v in buffer.items()}
                 yield {k: v[:batch_size] for k, v in joined.items()}
