@@ -7,7 +7,7 @@ SNAKEMAKE := $(UV) run --frozen snakemake
 
 env:  ## uv + the locked Python environment in .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv==0.13.9
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 demo: env  ## run the embedded demo study end to end -> results/demo/report/index.html
 	$(SNAKEMAKE) --cores all

@@ -90,6 +90,22 @@ def _reconstruction_metrics(args):
     )
 
 
+@command("latent-metrics")
+def _latent_metrics(args):
+    from latentbench.stages.latent_metrics import latent_metrics
+
+    _threads(args)
+    latent_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.out)
+
+
+@command("trajectory-metrics")
+def _trajectory_metrics(args):
+    from latentbench.stages.latent_metrics import trajectory
+
+    _threads(args)
+    trajectory(args.settings, args.model, args.out)
+
+
 @command("train-diffusion")
 def _train_diffusion(args):
     from latentbench.stages.diffusion import train
@@ -177,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("--settings", js), ("--tokenizer", req), ("--val", req), ("--latents", req), ("--feature-net", req),
         ("--val-stats", req), ("--out", req), ("--strip", req), threads,
     )
+    add(
+        "latent-metrics",
+        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req), ("--out", req), threads,
+    )
+    add("trajectory-metrics", ("--settings", js), ("--model", req), ("--out", req), threads)
     add(
         "train-diffusion",
         ("--backbone", js), ("--settings", js), ("--latents", req), ("--labels", req), ("--checkpoint", req),

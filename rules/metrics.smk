@@ -49,3 +49,45 @@ rule diffusion_loss:
     shell:
         "latentbench diffusion-loss --model {input.model} --latents {params.latents} "
         "--labels {input.val} --settings {params.settings:q} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule latent_metrics:
+    input:
+        tokenizer=rules.train_tokenizer.output,
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+        val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        train_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+    output:
+        f"{RESULTS}/metrics/{{tok}}/latent.json",
+    params:
+        settings=study_settings("latent_metrics", "metrics"),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}",
+    threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/latent_metrics-{{tok}}.tsv"
+    log:
+        f"{RESULTS}/logs/latent_metrics-{{tok}}.log",
+    shell:
+        "latentbench latent-metrics --settings {params.settings:q} --tokenizer {input.tokenizer} "
+        "--latents {params.latents} --train {input.train} --val {input.val} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+
+
+rule trajectory_metrics:
+    input:
+        model=rules.train_diffusion.output,
+    output:
+        f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json",
+    params:
+        settings=study_settings("latent_metrics"),
+    threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/trajectory_metrics-{{tok}}-{{backbone}}.tsv"
+    log:
+        f"{RESULTS}/logs/trajectory_metrics-{{tok}}-{{backbone}}.log",
+    shell:
+        "latentbench trajectory-metrics --settings {params.settings:q} --model {input.model} "
+        "--threads {threads} --out {output} > {log} 2>&1"

@@ -7,6 +7,10 @@ rule collect:
         generation=expand(
             f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json", tok=TOKENIZERS, backbone=BACKBONES
         ),
+        latent=expand(f"{RESULTS}/metrics/{{tok}}/latent.json", tok=TOKENIZERS),
+        trajectory=expand(
+            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json", tok=TOKENIZERS, backbone=BACKBONES
+        ),
         diffusion_loss=expand(
             f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json", tok=TOKENIZERS, backbone=BACKBONES
         ),

@@ -31,6 +31,20 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("psnr", "PSNR", True, "reconstruction PSNR (spec ifid-seesaw §4)"),
         MetricInfo("ssim", "SSIM", True, "reconstruction SSIM (spec ifid-seesaw §4)"),
         MetricInfo("diffusion_loss", "Diffusion loss", False, "held-out flow-matching loss (spec ifid-seesaw §5.1)"),
+        MetricInfo("viv", "VIV", False, "velocity irreducible variance, class-averaged flip-flop (diffusability Eq. 5, spec §2)"),
+        MetricInfo("sec", "SEC", False, "spectral energy concentration above the rho threshold (diffusability Eq. 9, spec §5)"),
+        MetricInfo("lnc", "LNC", True, "latent neighbour consistency @K, foreground-pooled (spec diffusability §3.1)"),
+        MetricInfo("linear_probe", "Linear probe", True, "val top-1 of a linear head on pooled latents (spec diffusability §3.2)"),
+        MetricInfo("lds", "LDS", True, "local-distant similarity (iREPA; spec diffusability §4)"),
+        MetricInfo("cds", "CDS", True, "correlation decay slope (iREPA; spec diffusability §4)"),
+        MetricInfo("srss", "SRSS", True, "semantic-region self-similarity (iREPA; spec diffusability §4)"),
+        MetricInfo("normalized_entropy", "Normalized entropy", True, "t-SNE density entropy (VA-VAE protocol; spec diffusability §7)"),
+        MetricInfo("density_cv", "Density CV", False, "t-SNE density coefficient of variation (spec diffusability §7)"),
+        MetricInfo("gini", "Gini", False, "t-SNE density Gini coefficient (spec diffusability §7)"),
+        MetricInfo("scale_eq", "ScaleEQ", True, "−MSE between E(scale x) and scale E(x) (spec diffusability §8)"),
+        MetricInfo("rotate_eq", "RotateEQ", True, "−MSE between E(rot x) and rot E(x) (spec diffusability §8)"),
+        MetricInfo("straightness", "Straightness", True, "mean cosine of consecutive ODE steps (diffusability Eq. 10)"),
+        MetricInfo("efficiency", "Efficiency", True, "chord / path length of the ODE trajectory (diffusability Eq. 11)"),
     ]
 }
 

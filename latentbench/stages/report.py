@@ -22,9 +22,12 @@ def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str
     rows = []
     for tok, spec in sorted(tokenizers.items()):
         recon = read_json(metrics_dir / tok / "reconstruction.json")
+        latent = read_json(metrics_dir / tok / "latent.json")
+        latent_values = {k: latent[k] for k in METRICS if k in latent}
         for bb, bspec in sorted(backbones.items()):
             generation = read_json(metrics_dir / tok / bb / "generation.json")
             loss = read_json(metrics_dir / tok / bb / "diffusion_loss.json")
+            traj = read_json(metrics_dir / tok / bb / "trajectory.json")
             for scale, gen in sorted(generation["per_scale"].items(), key=lambda kv: float(kv[0])):
                 rows.append(
                     {
@@ -44,6 +47,9 @@ def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str
                         "psnr": recon["psnr"],
                         "ssim": recon["ssim"],
                         "diffusion_loss": loss["diffusion_loss"],
+                        **latent_values,
+                        "straightness": traj["straightness"],
+                        "efficiency": traj["efficiency"],
                         "feature_net": recon["feature_net"],
                     }
                 )
