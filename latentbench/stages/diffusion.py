@@ -18,7 +18,7 @@ from latentbench.features import build_feature_extractor
 from latentbench.features.demo_net import NAME as DEMO_NET
 from latentbench.io import atomic_path, write_json
 from latentbench.metrics.fid import FeatureStats
-from latentbench.seeding import derive_seed
+from latentbench.seeding import derive_seed, seed_everything
 from latentbench.stages.images import save_grid
 from latentbench.stages.latents import LatentCache
 from latentbench.stages.metrics import cached_latents
@@ -80,6 +80,8 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
     labels = _labels(labels_manifest)
     if len(labels) != len(cache):
         raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
+    opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"])
+    seed_everything(opts.seed)  # the initial weights are part of the run's determinism
     model = build_backbone(backbone["size"], recipe.name, latent_shape, backbone["patch_size"], num_classes=num_classes)
     normalizer = LatentNormalizer(recipe.latent_norm, *cache.channel_stats())
     mean, std = torch.from_numpy(np.asarray(cache.mean)), torch.from_numpy(np.asarray(cache.std))
@@ -89,7 +91,6 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
         z = mean[idx] + std[idx] * torch.randn(mean[idx].shape)
         return normalizer(z), labels[idx]
 
-    opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"])
     ema = train_diffusion(model, recipe.transport(latent_shape), get_batch, len(cache), opts, checkpoint)
     ema.copy_to(model)
     with atomic_path(out, suffix=".pt") as tmp:
