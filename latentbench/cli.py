@@ -98,6 +98,14 @@ def _latent_metrics(args):
     latent_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.out)
 
 
+@command("baseline-metrics")
+def _baseline_metrics(args):
+    from latentbench.stages.baselines import baseline_metrics
+
+    _threads(args)
+    baseline_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.feature_net, args.out)
+
+
 @command("trajectory-metrics")
 def _trajectory_metrics(args):
     from latentbench.stages.latent_metrics import trajectory
@@ -196,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "latent-metrics",
         ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req), ("--out", req), threads,
+    )
+    add(
+        "baseline-metrics",
+        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req),
+        ("--feature-net", req), ("--out", req), threads,
     )
     add("trajectory-metrics", ("--settings", js), ("--model", req), ("--out", req), threads)
     add(

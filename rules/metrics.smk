@@ -91,3 +91,27 @@ rule trajectory_metrics:
     shell:
         "latentbench trajectory-metrics --settings {params.settings:q} --model {input.model} "
         "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule baseline_metrics:
+    input:
+        tokenizer=rules.train_tokenizer.output,
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+        weights=rules.feature_net.output.weights,
+        val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+    output:
+        f"{RESULTS}/metrics/{{tok}}/baselines.json",
+    params:
+        settings=study_settings("baselines", "ifid"),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}",
+    threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/baseline_metrics-{{tok}}.tsv"
+    log:
+        f"{RESULTS}/logs/baseline_metrics-{{tok}}.log",
+    shell:
+        "latentbench baseline-metrics --settings {params.settings:q} --tokenizer {input.tokenizer} "
+        "--latents {params.latents} --train {input.train} --val {input.val} --feature-net {input.weights} "
+        "--threads {threads} --out {output} > {log} 2>&1"

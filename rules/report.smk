@@ -8,6 +8,7 @@ rule collect:
             f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json", tok=TOKENIZERS, backbone=BACKBONES
         ),
         latent=expand(f"{RESULTS}/metrics/{{tok}}/latent.json", tok=TOKENIZERS),
+        baselines=expand(f"{RESULTS}/metrics/{{tok}}/baselines.json", tok=TOKENIZERS),
         trajectory=expand(
             f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json", tok=TOKENIZERS, backbone=BACKBONES
         ),

@@ -22,8 +22,8 @@ def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str
     rows = []
     for tok, spec in sorted(tokenizers.items()):
         recon = read_json(metrics_dir / tok / "reconstruction.json")
-        latent = read_json(metrics_dir / tok / "latent.json")
-        latent_values = {k: latent[k] for k in METRICS if k in latent}
+        per_tok = {**read_json(metrics_dir / tok / "latent.json"), **read_json(metrics_dir / tok / "baselines.json")}
+        latent_values = {k: per_tok[k] for k in METRICS if k in per_tok}
         for bb, bspec in sorted(backbones.items()):
             generation = read_json(metrics_dir / tok / bb / "generation.json")
             loss = read_json(metrics_dir / tok / bb / "diffusion_loss.json")
