@@ -51,6 +51,8 @@ rule report:
         correlations=rules.correlate.output,
         feature_net=rules.feature_net.output.summary,
         strips=expand(f"{RESULTS}/metrics/{{tok}}/interpolation.png", tok=TOKENIZERS),
+        latent=rules.collect.input.latent,
+        trajectory=rules.collect.input.trajectory,
     output:
         f"{RESULTS}/report/index.html",
     params:

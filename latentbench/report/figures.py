@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 
@@ -15,7 +16,13 @@ import seaborn as sns  # noqa: E402
 from latentbench.analysis.metric_info import info  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data URI, so the report page stays one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def png_bytes(fig) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -44,4 +51,4 @@ def scatter_grid(frame: pd.DataFrame, corr: pd.DataFrame, metrics: list[str], ta
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

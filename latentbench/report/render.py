@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from pathlib import Path
 
@@ -12,14 +11,11 @@ import pandas as pd
 from latentbench import __version__
 from latentbench.analysis.metric_info import METRICS, info
 from latentbench.io import atomic_path, read_json
-from latentbench.report.figures import scatter_grid
+from latentbench.report.diffusability import diffusability_section
+from latentbench.report.figures import data_uri, scatter_grid
 from latentbench.stages.report import metric_columns
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report" / "templates"
-
-
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -117,6 +113,7 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
         rule_times=_rule_times(results),
         metric_info=[METRICS[m] for m in [target, *metrics]],
         css=(TEMPLATES.parent / "style.css").read_text(),
+        diffusability=diffusability_section(results, frame, config, n_boot=config["analysis"]["n_boot"], seed=config["seed"]),
     )
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(html)
