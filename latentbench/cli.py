@@ -106,6 +106,22 @@ def _baseline_metrics(args):
     baseline_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.feature_net, args.out)
 
 
+@command("ifid-variants")
+def _ifid_variants(args):
+    from latentbench.stages.metrics import ifid_variants
+
+    _threads(args)
+    ifid_variants(args.settings, args.tokenizer, args.latents, args.feature_net, args.val_stats, args.out)
+
+
+@command("gfid-t")
+def _gfid_t(args):
+    from latentbench.stages.diffusion import gfid_t
+
+    _threads(args)
+    gfid_t(args.settings, args.model, args.tokenizer, args.latents, args.labels, args.feature_net, args.val_stats, args.out)
+
+
 @command("trajectory-metrics")
 def _trajectory_metrics(args):
     from latentbench.stages.latent_metrics import trajectory
@@ -209,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline-metrics",
         ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req),
         ("--feature-net", req), ("--out", req), threads,
+    )
+    add(
+        "ifid-variants",
+        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--feature-net", req), ("--val-stats", req),
+        ("--out", req), threads,
+    )
+    add(
+        "gfid-t",
+        ("--settings", js), ("--model", req), ("--tokenizer", req), ("--latents", req), ("--labels", req),
+        ("--feature-net", req), ("--val-stats", req), ("--out", req), threads,
     )
     add("trajectory-metrics", ("--settings", js), ("--model", req), ("--out", req), threads)
     add(

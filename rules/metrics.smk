@@ -115,3 +115,52 @@ rule baseline_metrics:
         "latentbench baseline-metrics --settings {params.settings:q} --tokenizer {input.tokenizer} "
         "--latents {params.latents} --train {input.train} --val {input.val} --feature-net {input.weights} "
         "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule ifid_variants:
+    input:
+        tokenizer=rules.train_tokenizer.output,
+        val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        weights=rules.feature_net.output.weights,
+        val_stats=f"{RESULTS}/features/stats-val.npz",
+    output:
+        f"{RESULTS}/metrics/{{tok}}/ifid_variants.json",
+    params:
+        settings=study_settings("ifid"),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}",
+    threads: 1
+    benchmark:
+        f"{RESULTS}/benchmarks/ifid_variants-{{tok}}.tsv"
+    log:
+        f"{RESULTS}/logs/ifid_variants-{{tok}}.log",
+    shell:
+        "latentbench ifid-variants --settings {params.settings:q} --tokenizer {input.tokenizer} "
+        "--latents {params.latents} --feature-net {input.weights} --val-stats {input.val_stats} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule gfid_t:
+    input:
+        model=rules.train_diffusion.output,
+        tokenizer=rules.train_tokenizer.output,
+        val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        val=rules.dataset.output.val,
+        weights=rules.feature_net.output.weights,
+        val_stats=f"{RESULTS}/features/stats-val.npz",
+    output:
+        f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json",
+    params:
+        settings=study_settings("ifid", "sampling"),
+        latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
+    threads: 1
+    resources:
+        gpu=1,
+    benchmark:
+        f"{RESULTS}/benchmarks/gfid_t-{{tok}}-{{backbone}}.tsv"
+    log:
+        f"{RESULTS}/logs/gfid_t-{{tok}}-{{backbone}}.log",
+    shell:
+        "latentbench gfid-t --settings {params.settings:q} --model {input.model} --tokenizer {input.tokenizer} "
+        "--latents {params.latents} --labels {input.val} --feature-net {input.weights} "
+        "--val-stats {input.val_stats} --threads {threads} --out {output} > {log} 2>&1"

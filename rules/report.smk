@@ -52,6 +52,8 @@ rule report:
         feature_net=rules.feature_net.output.summary,
         strips=expand(f"{RESULTS}/metrics/{{tok}}/interpolation.png", tok=TOKENIZERS),
         latent=rules.collect.input.latent,
+        ifid_variants=expand(f"{RESULTS}/metrics/{{tok}}/ifid_variants.json", tok=TOKENIZERS),
+        gfid_t=expand(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", tok=TOKENIZERS, backbone=BACKBONES),
         trajectory=rules.collect.input.trajectory,
     output:
         f"{RESULTS}/report/index.html",

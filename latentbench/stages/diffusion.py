@@ -12,7 +12,7 @@ import torch
 from latentbench.data.shards import ShardedSplit
 from latentbench.diffusion import build_backbone
 from latentbench.diffusion.recipes import Recipe, get_recipe
-from latentbench.diffusion.samplers import sample as run_sampler
+from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion
 from latentbench.features import build_feature_extractor
 from latentbench.features.demo_net import NAME as DEMO_NET
@@ -21,7 +21,7 @@ from latentbench.metrics.fid import FeatureStats
 from latentbench.seeding import derive_seed, seed_everything
 from latentbench.stages.images import save_grid
 from latentbench.stages.latents import LatentCache
-from latentbench.stages.metrics import cached_latents
+from latentbench.stages.metrics import cached_latents, decoded_fid
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -180,3 +180,43 @@ def diffusion_loss(settings: dict, model_path: str | Path, latents: str | Path, 
         idx = torch.arange(start, min(start + batch_size, len(z)))
         losses.append(transport.validation_loss(model, normalizer(z[idx]), labels[idx], idx, len(z), seed=derive_seed(settings["seed"], "diffusion_loss")))
     write_json(out, {"diffusion_loss": float(torch.cat(losses).mean()), "num_images": len(z), "recipe": recipe.name})
+
+
+@torch.inference_mode()
+def gfid_t(
+    settings: dict, model_path: str | Path, tokenizer_path: str | Path, latents: str | Path, labels_manifest: str | Path,
+    feature_net: str | Path, val_stats: str | Path, out: str | Path, batch_size: int = 500,
+) -> None:
+    """gFID(t): noise each val latent to t, run the sampler from t to data, decode, FD vs val (spec §2.4).
+
+    t is un-shifted sampler time (1 = noise; spec §2.4 step 2 [DEFAULT]); true labels, no guidance;
+    the number of steps scales with t (``round(steps * t)``, at least 1). t = 0 is rFID and t = 1 is
+    the gFID of the study (§2.4 step 5), so neither is recomputed here.
+    """
+    cfg, seed = settings["ifid"], settings["seed"]
+    model, recipe, normalizer, payload = load_diffusion(model_path)
+    tokenizer = load_tokenizer(tokenizer_path).eval()
+    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    reference = FeatureStats.load(val_stats)
+    shape = tuple(payload["latent_shape"])
+    transport = recipe.transport(shape)
+    options = recipe.sampling(shape)
+    z = cached_latents(LatentCache(latents), "sample", seed, "val")  # encode as in training: a posterior sample
+    labels = _labels(labels_manifest)
+    values = []
+    for t in cfg["gfid_t_times"]:
+        steps = max(1, round(settings["sampling"]["steps"] * t))
+        out_latents = []
+        for start in range(0, len(z), batch_size):
+            u = normalizer(z[start : start + batch_size])
+            generator = torch.Generator().manual_seed(derive_seed(seed, "gfid_t", t, start))
+            x_t = partial_noise(transport, u, t, options["sample_shift"], generator)
+            u0 = run_sampler(
+                model, transport, tuple(u.shape), labels[start : start + batch_size], steps=steps,
+                method=settings["sampling"]["method"], cfg_scale=1.0, sample_shift=options["sample_shift"],
+                generator=generator, start=x_t, t_start=t,
+            )
+            out_latents.append(normalizer.invert(u0.float()))
+        values.append(decoded_fid(tokenizer, extractor, torch.cat(out_latents), reference))
+        log.info("gFID(t=%g) = %.4f (%d steps)", t, values[-1], steps)
+    write_json(out, {"t": cfg["gfid_t_times"], "gfid_t": values, "time": "unshifted", "num_images": len(z), "feature_net": extractor.name})

@@ -8,7 +8,6 @@ step 6: "the same pass also gives rFID ... all on the SAME latent sample q").
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +43,32 @@ def cached_latents(cache: LatentCache, mode: str, seed: int, split: str) -> torc
 
 
 @torch.inference_mode()
-def _decode(tokenizer, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([tokenizer.decode(latents[i : i + batch_size]) for i in range(0, len(latents), batch_size)])
+def decoded_fid(tokenizer, extractor, latents: torch.Tensor, reference: FeatureStats, batch_size: int = 250) -> float:
+    """Fréchet distance between the decoded ``latents`` and the reference statistics, streamed."""
+    stats = FeatureStats()
+    for i in range(0, len(latents), batch_size):
+        stats.update(extractor(tokenizer.decode(latents[i : i + batch_size])))
+    return stats.fd(reference)
+
+
+def ifid_variant_grid(cfg: dict) -> list[dict]:
+    """The iFID settings of the paper's Tables 4 and 5 (spec metrics-ifid-seesaw.md §3.4).
+
+    Table 4: linear / mask / slerp with K = 1 on the smaller reference subset, slerp K = 1 on the
+    larger subset and on all references, slerp with the study's K on all references (alpha 0.5).
+    Table 5: slerp, all references, the study's K, alpha over ``cfg["alpha_grid"]``.
+    """
+    small, large = cfg["reference_fractions"]
+    rows = [
+        {"interpolation": "linear", "reference_fraction": small, "k": 1, "alpha": 0.5},
+        {"interpolation": "mask", "reference_fraction": small, "k": 1, "alpha": 0.5},
+        {"interpolation": "slerp", "reference_fraction": small, "k": 1, "alpha": 0.5},
+        {"interpolation": "slerp", "reference_fraction": large, "k": 1, "alpha": 0.5},
+        {"interpolation": "slerp", "reference_fraction": 1.0, "k": 1, "alpha": 0.5},
+    ]
+    rows += [{"interpolation": "slerp", "reference_fraction": 1.0, "k": cfg["k"], "alpha": a} for a in cfg["alpha_grid"]]
+    unique = {tuple(sorted(r.items())): r for r in rows}
+    return list(unique.values())
 
 
 @torch.inference_mode()
@@ -127,3 +150,29 @@ def reconstruction_metrics(
         ],
         strip,
     )
+
+
+@torch.inference_mode()
+def ifid_variants(
+    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, feature_net: str | Path, val_stats: str | Path, out: str | Path
+) -> None:
+    """iFID for every row of the paper's Tables 4 and 5 (interpolation, reference-set size, K, alpha)."""
+    cfg, seed = settings["ifid"], settings["seed"]
+    tokenizer = load_tokenizer(tokenizer_path).eval()
+    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    reference = FeatureStats.load(val_stats)
+    queries = cached_latents(LatentCache(Path(latents_root) / "val"), cfg["latent"], seed, "val")
+    all_refs = cached_latents(LatentCache(Path(latents_root) / "train"), cfg["latent"], seed, "train")
+    rows = []
+    for variant in ifid_variant_grid(cfg):
+        n = max(variant["k"], round(variant["reference_fraction"] * len(all_refs)))
+        # seeded uniform subsets (spec §3.4 [DEFAULT]); the full set when the fraction is 1
+        subset = torch.randperm(len(all_refs), generator=torch.Generator().manual_seed(derive_seed(seed, "ifid-refs", n)))[:n]
+        refs = all_refs if n >= len(all_refs) else all_refs[subset.sort().values]
+        picked = ifid_latents(
+            queries, refs, k=variant["k"], alpha=variant["alpha"], method=variant["interpolation"],
+            topk_pick=cfg["topk_pick"], seed=derive_seed(seed, "ifid"),
+        )
+        rows.append({**variant, "num_references": len(refs), "ifid": decoded_fid(tokenizer, extractor, picked["latents"], reference)})
+        log.info("iFID %s: %.4f", variant, rows[-1]["ifid"])
+    write_json(out, {"variants": rows, "feature_net": extractor.name})  # rFID: reconstruction.json
