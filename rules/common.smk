@@ -40,6 +40,13 @@ def parent(path, levels=1):
     return str(Path(path).parents[levels - 1])
 
 
+def launcher(gpus):
+    """The command that starts a training job: plain, or torchrun with one process per GPU (DDP)."""
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m latentbench.cli"
+    return "latentbench"
+
+
 def study_settings(*keys):
     """The study-wide settings a job depends on, as JSON, keyed by section name."""
     return as_json({k: config.get(k) for k in ("seed", *keys)})

@@ -14,17 +14,18 @@ rule train_diffusion:
         settings=study_settings("diffusion_training"),
         checkpoint=lambda w: f"{RESULTS}/diffusion/{w.tok}/{w.backbone}/checkpoint.pt",
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/train",
-    threads: 1
+        launcher=launcher(config["diffusion_training"]["gpus"]),
+    threads: max(1, config["diffusion_training"]["gpus"])
     retries: 1
     resources:
-        gpu=1,
+        gpu=config["diffusion_training"]["gpus"],
         runtime=120,
     benchmark:
         f"{RESULTS}/benchmarks/train_diffusion-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/train_diffusion-{{tok}}-{{backbone}}.log",
     shell:
-        "latentbench train-diffusion --backbone {params.backbone:q} --settings {params.settings:q} "
+        "{params.launcher} train-diffusion --backbone {params.backbone:q} --settings {params.settings:q} "
         "--latents {params.latents} --labels {input.labels} "
         "--checkpoint {params.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
 

@@ -121,6 +121,7 @@ def _broadcast(t: Tensor, x: Tensor) -> Tensor:
 
 def _normalize(model: nn.Module, x: Tensor) -> Tensor:
     """Apply the model's in-model latent normaliser if it has one (DiT.normalize)."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     normalize = getattr(model, "normalize", None)
     return normalize(x) if callable(normalize) else x
 
@@ -211,7 +212,13 @@ class Transport:
         return per_sample
 
     def training_loss(
-        self, model: nn.Module, x1_normalised: Tensor, y: Tensor, generator: torch.Generator | None = None
+        self,
+        model: nn.Module,
+        x1_normalised: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+        t: Tensor | None = None,
+        eps: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """One flow-matching step's loss: ``(mean loss, per-sample loss [B])``.
 
@@ -223,8 +230,9 @@ class Transport:
         if y.shape != (x1_normalised.shape[0],):
             raise ValueError(f"y must have shape [{x1_normalised.shape[0]}], got {tuple(y.shape)}")
         x = _normalize(model, x1_normalised)
-        t = self.sample_time(x.shape[0], generator, x.device)
-        eps = standard_normal(x.shape, generator, x.device, x.dtype)
+        # t and eps may be given (drawn for a whole global batch, so DDP ranks agree with one process)
+        t = self.sample_time(x.shape[0], generator, x.device) if t is None else t.to(x.device)
+        eps = standard_normal(x.shape, generator, x.device, x.dtype) if eps is None else eps.to(x.device, x.dtype)
         x_t = self.noise(x, t, eps)
         pred = model(x_t, t.to(x.dtype), y)
         per_sample = self.loss_per_sample(pred, self.velocity_target(x, eps))

@@ -13,6 +13,7 @@ from latentbench.analysis.metric_info import METRICS, info
 from latentbench.io import atomic_path, read_json
 from latentbench.report.diffusability import diffusability_section
 from latentbench.report.figures import data_uri, scatter_grid
+from latentbench.report.ifid_tables import ifid_section
 from latentbench.stages.report import metric_columns
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report" / "templates"
@@ -114,6 +115,7 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
         metric_info=[METRICS[m] for m in [target, *metrics]],
         css=(TEMPLATES.parent / "style.css").read_text(),
         diffusability=diffusability_section(results, frame, config, n_boot=config["analysis"]["n_boot"], seed=config["seed"]),
+        ifid=ifid_section(results, frame, config, n_boot=config["analysis"]["n_boot"], seed=config["seed"]),
     )
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(html)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from latentbench.data.shards import ShardedSplit
 from latentbench.diffusion import build_backbone
 from latentbench.diffusion.recipes import Recipe, get_recipe
 from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
-from latentbench.diffusion.training import TrainSettings, train_diffusion
+from latentbench.diffusion.training import TrainSettings, train_diffusion, world
 from latentbench.features import build_feature_extractor
 from latentbench.features.demo_net import NAME as DEMO_NET
 from latentbench.io import atomic_path, write_json
@@ -68,7 +70,19 @@ def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int) -> Tra
         checkpoint_every=overrides["checkpoint_every"],
         seed=derive_seed(seed, "diffusion"),
         precision=recipe.precision,
+        grad_accumulation=overrides["grad_accumulation"],
     )
+
+
+def init_distributed() -> torch.device:
+    """Join the torchrun process group when launched with WORLD_SIZE > 1; return this rank's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
 
 
 def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: str | Path, checkpoint: str | Path, out: str | Path) -> None:
@@ -81,18 +95,26 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
     if len(labels) != len(cache):
         raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
     opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"])
+    device = init_distributed()
     seed_everything(opts.seed)  # the initial weights are part of the run's determinism
     model = build_backbone(backbone["size"], recipe.name, latent_shape, backbone["patch_size"], num_classes=num_classes)
+    model.to(device)
+    if settings["diffusion_training"]["compile"]:
+        model.forward = torch.compile(model.forward)
     normalizer = LatentNormalizer(recipe.latent_norm, *cache.channel_stats())
     mean, std = torch.from_numpy(np.asarray(cache.mean)), torch.from_numpy(np.asarray(cache.std))
 
-    def get_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         # a fresh posterior sample per step (spec models.md §1.6, study default)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
         return normalizer(z), labels[idx]
 
     ema = train_diffusion(model, recipe.transport(latent_shape), get_batch, len(cache), opts, checkpoint)
+    if world()[0] != 0:
+        dist.destroy_process_group()
+        return
     ema.copy_to(model)
+    model.cpu()
     with atomic_path(out, suffix=".pt") as tmp:
         torch.save(
             {
@@ -106,6 +128,8 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
             },
             tmp,
         )
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def load_diffusion(path: str | Path) -> tuple[torch.nn.Module, Recipe, LatentNormalizer, dict]:

@@ -21,7 +21,8 @@ from latentbench.io import save_npy, write_json
 
 BACKBONE = {"size": "demo", "recipe": "study_sit", "patch_size": 1}
 SETTINGS = {"seed": 0, "diffusion_training": {"steps": 300, "batch_size": 16, "lr": 1e-3, "ema": 0.9,
-                                                "grad_clip": 1.0, "checkpoint_every": 30}}
+                                                "grad_clip": 1.0, "checkpoint_every": 30,
+                                                "grad_accumulation": 1, "compile": False}}
 
 
 @pytest.fixture(scope="module")
