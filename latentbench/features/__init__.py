@@ -53,3 +53,4 @@ def build_feature_extractor(name: str, **kwargs) -> FeatureExtractor:
 
 def _import_builtin() -> None:
     from latentbench.features import demo_net  # noqa: F401  (registers "demo-cnn")
+    from latentbench.features import inception  # noqa: F401  (registers "inception-v3-compat")

@@ -49,6 +49,6 @@ def scatter_grid(frame: pd.DataFrame, corr: pd.DataFrame, metrics: list[str], ta
         ax.set_ylabel(info(target).label)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    fig.suptitle(title)
     fig.tight_layout()
+    fig.suptitle(title, y=1.01)
     return png_bytes(fig)
