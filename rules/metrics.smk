@@ -16,7 +16,7 @@ rule reconstruction_metrics:
         metrics=f"{RESULTS}/metrics/{{tok}}/reconstruction.json",
         strip=f"{RESULTS}/metrics/{{tok}}/interpolation.png",
     params:
-        settings=study_settings("ifid", "reconstruction", "metrics"),
+        settings=study_settings("ifid", "reconstruction", "metrics", "weights_dir"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: 1
     benchmark:

@@ -30,6 +30,7 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("ifid", "iFID", False, "interpolated FID (iFID paper Eq. 6, official config)", True),
         MetricInfo("psnr", "PSNR", True, "reconstruction PSNR (spec ifid-seesaw §4)"),
         MetricInfo("ssim", "SSIM", True, "reconstruction SSIM (spec ifid-seesaw §4)"),
+        MetricInfo("lpips", "LPIPS", False, "LPIPS AlexNet v0.1 (spec ifid-seesaw §4.1)"),
         MetricInfo("diffusion_loss", "Diffusion loss", False, "held-out flow-matching loss (spec ifid-seesaw §5.1)"),
         MetricInfo("eq_loss", "EQ loss", False, "decode(T z) vs T x MSE, EQ-VAE transforms (spec ifid-seesaw §5.2)"),
         MetricInfo("se_loss", "SE loss", False, "decode(down z) vs down x MSE, f = 2, 4 (spec ifid-seesaw §5.3)"),

@@ -46,7 +46,10 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
     corr = pd.read_csv(results / "correlations.csv")
     target = config["analysis"]["target"]
     feature = read_json(results / "features" / "demo-cnn.json")
-    metrics = metric_columns(frame, target)
+    metrics = [m for m in metric_columns(frame, target) if frame[m].notna().any()]
+    not_run: dict[str, str] = {}
+    for recon in sorted(results.glob("metrics/*/reconstruction.json")):
+        not_run.update(read_json(recon).get("not_run", {}))
 
     figures = []
     for (backbone, scale), group in frame.groupby(["backbone", "cfg_scale"], sort=True):
@@ -112,6 +115,7 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
         figures=figures,
         thumbnails=thumbnails,
         rule_times=_rule_times(results),
+        not_run=not_run,
         metric_info=[METRICS[m] for m in [target, *metrics]],
         css=(TEMPLATES.parent / "style.css").read_text(),
         diffusability=diffusability_section(results, frame, config, n_boot=config["analysis"]["n_boot"], seed=config["seed"]),

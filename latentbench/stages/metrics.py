@@ -19,11 +19,13 @@ from latentbench.features.demo_net import NAME as DEMO_NET
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.metrics.ifid import ifid_latents, sample_posterior
+from latentbench.metrics.lpips import LPIPSMetric
 from latentbench.metrics.reconstruction import psnr, ssim
 from latentbench.seeding import derive_seed
 from latentbench.stages.images import save_grid
 from latentbench.stages.latents import LatentCache
 from latentbench.tokenizers import load_tokenizer
+from latentbench.weights import WeightMissing
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,15 @@ def reconstruction_metrics(
         seed=derive_seed(seed, "ifid"),
     )
 
+    not_run: dict[str, str] = {}
+    lpips_metric = None
+    if "lpips" in settings["metrics"]:
+        try:
+            lpips_metric = LPIPSMetric(settings["weights_dir"], protocol=protocol)
+        except WeightMissing as missing:
+            not_run["lpips"] = str(missing)
     recon_stats, interp_stats = FeatureStats(), FeatureStats()
-    psnrs, ssims = [], []
+    psnrs, ssims, lpipses = [], [], []
     start = 0
     for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
         x = images_to_tensor(batch["image"])
@@ -117,6 +126,8 @@ def reconstruction_metrics(
         interp = tokenizer.decode(picked["latents"][sl])
         psnrs.append(psnr(x, recon, protocol=protocol))
         ssims.append(ssim(x, recon, protocol=protocol))
+        if lpips_metric is not None:
+            lpipses.append(lpips_metric(x, recon))
         recon_stats.update(extractor(recon))
         interp_stats.update(extractor(interp))
         start += len(x)
@@ -128,6 +139,8 @@ def reconstruction_metrics(
         "ifid": interp_stats.fd(reference),
         "psnr": float(torch.cat(psnrs).mean()),
         "ssim": float(torch.cat(ssims).mean()),
+        "lpips": float(torch.cat(lpipses).mean()) if lpipses else None,
+        "not_run": not_run,
         "feature_net": extractor.name,
         "num_images": start,
         "protocol": protocol,

@@ -46,6 +46,7 @@ def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str
                         "ifid": recon["ifid"],
                         "psnr": recon["psnr"],
                         "ssim": recon["ssim"],
+                        "lpips": recon.get("lpips"),
                         "diffusion_loss": loss["diffusion_loss"],
                         **latent_values,
                         "straightness": traj["straightness"],
