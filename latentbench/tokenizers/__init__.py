@@ -13,8 +13,9 @@ Trained tokenizers are stored as one file holding the config entry and the weigh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -94,7 +94,13 @@ ARCH_PRESETS: dict[str, ArchConfig] = {
     "f16d32_s": ArchConfig(ch=64),
     "f8d4": ArchConfig(ch_mult=(1, 2, 4, 4), attn_resolutions=(), z_channels=4, embed_dim=4),
     "demo_ch32": ArchConfig(
-        ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), z_channels=4, embed_dim=4, resolution=32,
+        ch=32,
+        ch_mult=(1, 2, 2),
+        num_res_blocks=2,
+        attn_resolutions=(8,),
+        z_channels=4,
+        embed_dim=4,
+        resolution=32,
         norm_groups=8,
     ),
 }

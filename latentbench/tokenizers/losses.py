@@ -23,8 +23,8 @@ SSVAE ``losses/loss_factory.py`` (LCR weight).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +116,11 @@ class Eq12Loss(nn.Module):
         learn_logvar: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("kl_weight", kl_weight), ("perceptual_weight", perceptual_weight), ("disc_weight", disc_weight)):
+        for name, value in (
+            ("kl_weight", kl_weight),
+            ("perceptual_weight", perceptual_weight),
+            ("disc_weight", disc_weight),
+        ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.kl_weight = float(kl_weight)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,9 @@ def parse_variant(regularizer: str, variant: str | None) -> dict[str, Any]:
         raise ValueError(f"regularizer {regularizer!r} needs a variant")
     if regularizer in VF_CLUSTERS or regularizer == "repa":
         if v not in FOUNDATION_ENCODERS:
-            raise ValueError(f"unknown variant {v!r} for {regularizer!r}; known encoders: {', '.join(FOUNDATION_ENCODERS)}")
+            raise ValueError(
+                f"unknown variant {v!r} for {regularizer!r}; known encoders: {', '.join(FOUNDATION_ENCODERS)}"
+            )
         return {"encoder": v}
     if regularizer == "eq":
         if v not in EQ_TRANSFORMS:
@@ -175,9 +178,7 @@ def lcr_loss(z_mode: torch.Tensor, threshold: float, window: int = 2) -> torch.T
     return F.relu(threshold - local_correlation(z_mode, window))
 
 
-def sample_lmr_mask(
-    generator: torch.Generator, probs: tuple[float, ...], h: int, w: int
-) -> tuple[float, torch.Tensor]:
+def sample_lmr_mask(generator: torch.Generator, probs: tuple[float, ...], h: int, w: int) -> tuple[float, torch.Tensor]:
     """Draw an LMR mask ratio from ``LMR_RATIOS`` with ``probs`` and the masked positions.
 
     Returns (ratio, flat position indices, shared across the batch); ``max(1, floor(r*h*w))``
@@ -195,7 +196,7 @@ def sample_lmr_mask(
             break
     if ratio == 0.0:
         return 0.0, torch.empty(0, dtype=torch.long)
-    count = max(1, int(math.floor(h * w * ratio)))
+    count = max(1, math.floor(h * w * ratio))
     return ratio, torch.randperm(h * w, generator=generator)[:count]
 
 
@@ -317,9 +318,7 @@ class VFRegularizer(Regularizer):
 
     def aux_terms(self, x_in: torch.Tensor, posterior: DiagonalGaussian, z: torch.Tensor) -> list[AuxTerm]:
         f = _target_grid(self.target_features, x_in, tuple(z.shape[-2:]))
-        loss = vf_loss(
-            self.proj(z), f, self.cos_margin, self.distmat_margin, self.cos_weight, self.distmat_weight
-        )
+        loss = vf_loss(self.proj(z), f, self.cos_margin, self.distmat_margin, self.cos_weight, self.distmat_weight)
         return [AuxTerm("vf", loss, self.vf_weight)]
 
 
@@ -329,11 +328,20 @@ class RepaRegularizer(Regularizer):
     name = "repa"
 
     def __init__(
-        self, latent_channels: int, feature_dim: int, target_features: TargetFeatures, hidden: int = 2048, weight: float = 0.1
+        self,
+        latent_channels: int,
+        feature_dim: int,
+        target_features: TargetFeatures,
+        hidden: int = 2048,
+        weight: float = 0.1,
     ) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(latent_channels, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, feature_dim)
+            nn.Linear(latent_channels, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, feature_dim),
         )
         self.target_features = target_features
         self.weight = weight
@@ -417,7 +425,7 @@ class LmrRegularizer(Regularizer):
         positions = plan["positions"]
         if positions.numel() == 0:
             return z, target
-        b, c, h, w = z.shape
+        h, w = z.shape[-2:]
         mask = torch.zeros(h * w, dtype=torch.bool, device=z.device)
         mask[positions.to(z.device)] = True
         z = torch.where(mask.view(1, 1, h, w), self.mask_token.to(z.dtype), z)
@@ -437,7 +445,7 @@ class MaeRegularizer(Regularizer):
     def plan(self, generator: torch.Generator, batch_size: int, latent_hw: tuple[int, int]) -> dict[str, Any]:
         ratio = sample_mask_ratio(generator, self.r_max, self.r_min, self.scale)
         n_tokens = latent_hw[0] * latent_hw[1]
-        count = int(math.floor(ratio * n_tokens))
+        count = math.floor(ratio * n_tokens)
         order = torch.rand(batch_size, n_tokens, generator=generator).argsort(dim=1)
         mask = torch.zeros(batch_size, n_tokens, dtype=torch.bool)
         mask.scatter_(1, order[:, :count], True)  # per-sample positions, as MAETok's random_masking
@@ -470,9 +478,13 @@ def build_regularizer(
     opt = {**DEFAULT_OPTIONS, **options}
     if name in VF_CLUSTERS or name == "repa":
         if target_features is None or feature_dim is None:
-            raise ValueError(f"regularizer {name!r} needs target_features and feature_dim (the frozen alignment target)")
+            raise ValueError(
+                f"regularizer {name!r} needs target_features and feature_dim (the frozen alignment target)"
+            )
         if name == "repa":
-            return RepaRegularizer(latent_channels, feature_dim, target_features, int(opt["repa_hidden"]), float(opt["vf_weight"]))
+            return RepaRegularizer(
+                latent_channels, feature_dim, target_features, int(opt["repa_hidden"]), float(opt["vf_weight"])
+            )
         return VFRegularizer(
             name, latent_channels, feature_dim, target_features,
             float(opt["vf_weight"]), float(opt["cos_margin"]), float(opt["distmat_margin"]),
