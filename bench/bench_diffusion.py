@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from latentbench.diffusion import build_backbone
-from latentbench.diffusion.models import AUTO_MATH_MAX_TOKENS, attention
+from latentbench.diffusion.models import attention, attention_uses_math
 from latentbench.diffusion.recipes import get_recipe
 from latentbench.diffusion.samplers import sample
 from latentbench.diffusion.training import TrainSettings, train_diffusion
@@ -62,7 +62,7 @@ def cpu(args) -> None:
     transport = recipe.transport(shape)
     x, y = torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,))
     ours = build_backbone(args.size, "study_sit", shape, 1, num_classes=10)
-    chosen = "math" if 64 <= AUTO_MATH_MAX_TOKENS else "sdpa"  # what "auto" picks on CPU at 64 tokens
+    chosen = "math" if attention_uses_math(torch.zeros(1, 1, 64, 1, requires_grad=True)) else "sdpa"  # auto, training
     other = "sdpa" if chosen == "math" else "math"
     baseline = build_backbone(args.size, "study_sit", shape, 1, num_classes=10, attention_backend=other)
     baseline.load_state_dict(ours.state_dict())
@@ -72,15 +72,27 @@ def cpu(args) -> None:
     print(f"   ours (auto -> {chosen}) {t_ours * 1e3:.1f} ms, eager baseline ({other}) {t_base * 1e3:.1f} ms, "
           f"speed-up {t_base / t_ours:.2f}x")
 
-    print("2. attention kernel per sequence length (forward+backward of one attention call, heads 6, dim 64):")
+    print("2. attention kernel per sequence length (heads 6, dim 64, batch 8): training (forward+backward) "
+          "and inference (forward under inference_mode):")
     for n in (16, 64, 256, 1024):
         q = torch.randn(8, 6, n, 64, requires_grad=True)
-        def run(backend):
+
+        def train(backend):
             return lambda: attention(q, q, q, backend).sum().backward()
 
-        tm, ts = timed(run("math"), 5), timed(run("sdpa"), 5)
-        print(f"   {n:5d} tokens: math {tm * 1e3:7.2f} ms, sdpa {ts * 1e3:7.2f} ms -> faster: "
-              f"{'math' if tm < ts else 'sdpa'}; auto picks {'math' if n <= AUTO_MATH_MAX_TOKENS else 'sdpa'}")
+        def infer(backend):
+            def run():
+                with torch.inference_mode():
+                    attention(q.detach(), q.detach(), q.detach(), backend)
+            return run
+
+        tm, ts = timed(train("math"), 5), timed(train("sdpa"), 5)
+        im, is_ = timed(infer("math"), 5), timed(infer("sdpa"), 5)
+        with torch.inference_mode():
+            pick_infer = "math" if attention_uses_math(q.detach()) else "sdpa"
+        pick_train = "math" if attention_uses_math(q) else "sdpa"
+        print(f"   {n:5d} tokens: train math {tm * 1e3:7.2f} / sdpa {ts * 1e3:7.2f} ms (auto: {pick_train}); "
+              f"infer math {im * 1e3:7.2f} / sdpa {is_ * 1e3:7.2f} ms (auto: {pick_infer})")
 
     with tempfile.TemporaryDirectory() as tmp:
         n_items = 20000

@@ -34,7 +34,7 @@ AttentionBackend = Literal["auto", "sdpa", "math"]
 
 # "auto" attention runs the plain softmax path on CPU up to this many tokens: at 64 tokens the
 # fused CPU kernel was measured slower than the matmul/softmax path (issue note; see the report).
-AUTO_MATH_MAX_TOKENS = 256
+AUTO_MATH_MAX_TOKENS = 64  # bench/bench_diffusion.py: plain kernel faster at 64 tokens, fused at 256 (inference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,16 +193,26 @@ class RotaryEmbedding(nn.Module):
         return x * cos + rotate_half(x) * sin
 
 
+def attention_uses_math(q: Tensor) -> bool:
+    """The ``"auto"`` rule: the plain kernel only for CPU inference on short sequences.
+
+    Measured by bench/bench_diffusion.py on 2 CPU cores (heads 6, dim 64): in inference the plain
+    kernel beats the fused one up to ``AUTO_MATH_MAX_TOKENS`` tokens, while for training
+    (forward + backward) the fused kernel is as fast or faster at every length.
+    """
+    training = torch.is_grad_enabled() and q.requires_grad
+    return q.device.type == "cpu" and not training and q.shape[-2] <= AUTO_MATH_MAX_TOKENS
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend = "auto") -> Tensor:
     """``softmax(q k^T / sqrt(Dh)) v`` for ``[B, heads, N, Dh]`` inputs.
 
     ``"sdpa"``: ``F.scaled_dot_product_attention``; ``"math"``: explicit matmul + softmax (softmax
-    in float32); ``"auto"``: math on CPU for at most ``AUTO_MATH_MAX_TOKENS`` tokens, else sdpa.
+    in float32); ``"auto"``: :func:`attention_uses_math` decides per device, length and mode.
     Both give the same result up to float rounding.
     """
     if backend == "auto":
-        short_cpu = q.device.type == "cpu" and q.shape[-2] <= AUTO_MATH_MAX_TOKENS
-        backend = "math" if short_cpu else "sdpa"
+        backend = "math" if attention_uses_math(q) else "sdpa"
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v)
     if backend != "math":

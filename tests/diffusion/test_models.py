@@ -307,15 +307,20 @@ def test_backend_choice_of_auto_and_full_model_equality(monkeypatch):
     outs = {}
     for backend, m in models.items():
         calls.clear()
-        outs[backend] = m(x, t, y)
+        with torch.no_grad():
+            outs[backend] = m(x, t, y)
         used_sdpa = bool(calls)
-        assert used_sdpa == (backend == "sdpa"), backend  # auto: 64 tokens on CPU -> math
+        assert used_sdpa == (backend == "sdpa"), backend  # auto: CPU inference at 64 tokens -> math
+    calls.clear()
+    models["auto"](x, t, y).sum().backward()
+    assert calls  # auto: training (gradients needed) -> the fused kernel at any length
     torch.testing.assert_close(outs["sdpa"], outs["math"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs["auto"], outs["math"])
     long = build_backbone("demo", "ifid_sit", (4, 32, 32), 1, num_classes=10).eval()  # 1024 tokens
     calls.clear()
-    long(torch.randn(1, 4, 32, 32), torch.rand(1), torch.tensor([0]))
-    assert calls  # auto -> sdpa above 256 tokens
+    with torch.no_grad():
+        long(torch.randn(1, 4, 32, 32), torch.rand(1), torch.tensor([0]))
+    assert calls  # auto -> sdpa above AUTO_MATH_MAX_TOKENS, also in inference
 
 
 def test_class_dropout_only_in_training_mode():
