@@ -43,7 +43,10 @@ def test_outputs_and_metrics_table(tiny_study):
     assert (frame["gfid"] > 0).all() and (frame["rfid"] > 0).all()
     corr = pd.read_csv(tiny_study / "correlations.csv")
     assert set(corr["metric"]) >= {"rfid", "ifid", "psnr", "ssim", "diffusion_loss"}
-    assert corr["pcc"].between(-1, 1).all()
+    measured = corr[corr["n"] >= 3]
+    assert len(measured) > 0 and measured["pcc"].between(-1, 1).all()
+    # LPIPS needs weights this test machine lacks: it is reported as not run, never filled in
+    assert frame["lpips"].isna().all() and corr.loc[corr["metric"] == "lpips", "n"].eq(0).all()
 
 
 def test_report_is_self_contained(tiny_study):
@@ -95,9 +98,10 @@ def test_deleting_one_latent_cache_reruns_only_its_jobs(tiny_study):
     shutil.rmtree(tiny_study / "latents" / "vf")
     planned = snakemake(tiny_study.parent, "-n")
     assert planned.returncode == 0, planned.stderr
-    wildcards = re.findall(r"^    wildcards: (.*)$", planned.stdout, flags=re.M)
+    log = planned.stdout + planned.stderr  # snakemake logs the plan to stderr
+    wildcards = re.findall(r"^    wildcards: (.*)$", log, flags=re.M)
     assert wildcards and all("tok=vf" in wc for wc in wildcards), wildcards
-    rules = set(re.findall(r"^rule (\w+):", planned.stdout, flags=re.M))
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M))
     assert "train_tokenizer" not in rules and "dataset" not in rules
     assert {"encode_latents", "collect", "report"} <= rules
     # and the rerun restores a complete study
