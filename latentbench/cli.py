@@ -165,7 +165,7 @@ def _diffusion_loss(args):
 def _collect(args):
     from latentbench.stages.report import collect
 
-    collect(args.metrics_dir, args.tokenizers, args.backbones, args.out)
+    collect(args.metrics_dir, args.latents_dir, args.tokenizers, args.backbones, args.out)
 
 
 @command("correlate")
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("generation-metrics", ("--shards", {"nargs": "+", "required": True}), ("--reference", req), ("--out", req))
     add("diffusion-loss", ("--settings", js), ("--model", req), ("--latents", req), ("--labels", req), ("--out", req), threads)
-    add("collect", ("--metrics-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
+    add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
     add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))
     add("report", ("--results", req), ("--config", js), ("--out", req))
     return parser

@@ -7,6 +7,7 @@ rule collect:
         generation=expand(
             f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json", tok=TOKENIZERS, backbone=BACKBONES
         ),
+        latent_stats=expand(f"{RESULTS}/latents/{{tok}}/val/stats.json", tok=TOKENIZERS),
         latent=expand(f"{RESULTS}/metrics/{{tok}}/latent.json", tok=TOKENIZERS),
         baselines=expand(f"{RESULTS}/metrics/{{tok}}/baselines.json", tok=TOKENIZERS),
         trajectory=expand(
@@ -20,13 +21,15 @@ rule collect:
     params:
         tokenizers=as_json(config["tokenizers"]),
         metrics_dir=lambda w, input: parent(input.reconstruction[0], 2),
+        latents_dir=lambda w, input: parent(input.latent_stats[0], 3),
         backbones=as_json(config["backbones"]),
     benchmark:
         f"{RESULTS}/benchmarks/collect.tsv"
     log:
         f"{RESULTS}/logs/collect.log",
     shell:
-        "latentbench collect --metrics-dir {params.metrics_dir} --tokenizers {params.tokenizers:q} "
+        "latentbench collect --metrics-dir {params.metrics_dir} --latents-dir {params.latents_dir} "
+        "--tokenizers {params.tokenizers:q} "
         "--backbones {params.backbones:q} --out {output} > {log} 2>&1"
 
 

@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 ID_COLUMNS = ["tokenizer", "label", "family", "regularizer", "variant", "kl_weight", "backbone", "recipe", "cfg_scale"]
 
 
-def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str | Path) -> pd.DataFrame:
-    """One row per tokenizer x backbone x guidance scale with every metric the study computed."""
+def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, backbones: dict, out: str | Path) -> pd.DataFrame:
+    """One row per tokenizer x backbone x guidance scale with every metric the study computed,
+    plus each tokenizer's latent shape and mean posterior std (from its val latent cache)."""
     metrics_dir = Path(metrics_dir)
     rows = []
     for tok, spec in sorted(tokenizers.items()):
+        cache = read_json(Path(latents_dir) / tok / "val" / "stats.json")
         recon = read_json(metrics_dir / tok / "reconstruction.json")
         per_tok = {**read_json(metrics_dir / tok / "latent.json"), **read_json(metrics_dir / tok / "baselines.json")}
         latent_values = {k: per_tok[k] for k in METRICS if k in per_tok}
@@ -52,6 +54,8 @@ def collect(metrics_dir: str | Path, tokenizers: dict, backbones: dict, out: str
                         "straightness": traj["straightness"],
                         "efficiency": traj["efficiency"],
                         "feature_net": recon["feature_net"],
+                        "latent_shape": "x".join(map(str, cache["latent_shape"])),
+                        "posterior_std": cache["mean_posterior_std"],
                     }
                 )
     frame = pd.DataFrame(rows)
