@@ -8,7 +8,7 @@ the spec's defaults where the papers are silent (§1.6 ⚠ rows).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping, Sequence
 
 from latentbench.diffusion.models import DiT, DiTConfig
@@ -150,33 +150,6 @@ RECIPES: dict[str, Recipe] = {
         cfg_channels="all",
         cfg_interval=None,
     ),
-    # Diffusability study LightningDiT-B / XL: official architecture plus QK-norm, 100k steps.
-    "study_lightningdit": Recipe(
-        name="study_lightningdit",
-        ffn="swiglu",
-        norm="rmsnorm",
-        rope="2d",
-        qk_norm=True,
-        latent_bn=False,
-        time_convention="data_at_1",
-        t_sampler="logit_normal",
-        train_shift=1.0,
-        loss="mse_cos",
-        latent_norm="channel_stats",
-        lr=2e-4,
-        betas=(0.9, 0.95),
-        batch_size=1024,
-        train_steps={"*": 100_000},
-        grad_clip=None,  # assumed
-        ema_decay=0.9999,  # assumed
-        ema_buffers=False,
-        precision="bf16",  # assumed
-        sampler="euler",
-        sample_steps=50,
-        sample_shift=1.0,
-        cfg_channels="all",
-        cfg_interval=None,
-    ),
     # hustvl/LightningDiT configs/lightningdit_xl_vavae_f16d32.yaml + inference (spec §1.6, §1.7).
     "lightningdit_official": Recipe(
         name="lightningdit_official",
@@ -205,6 +178,19 @@ RECIPES: dict[str, Recipe] = {
         cfg_interval=(0.11, 1.0),  # cfg_interval_start: unguided for shifted t < 0.11
     ),
 }
+
+# Diffusability study LightningDiT-B / XL (seed 001 Tab. 2): the official recipe plus QK-norm, 100k steps,
+# and the study's sampler (50-step Euler, no shift, guidance on all channels without interval; spec §1.10).
+RECIPES["study_lightningdit"] = replace(
+    RECIPES["lightningdit_official"],
+    name="study_lightningdit",
+    qk_norm=True,
+    train_steps={"*": 100_000},
+    sample_steps=50,
+    sample_shift=1.0,
+    cfg_channels="all",
+    cfg_interval=None,
+)
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:
