@@ -157,11 +157,12 @@ def sample(settings: dict, model_path: str | Path, tokenizer_path: str | Path, f
     stats, grid = FeatureStats(), None
     options = recipe.sampling(latent_shape)
     options.update(method=cfg["method"], steps=cfg["steps"])
+    transport = recipe.transport(latent_shape)
     for start in range(first, first + count, cfg["batch_size"]):
         n = min(cfg["batch_size"], first + count - start)
         labels = torch.arange(start, start + n) % payload["num_classes"]  # class-balanced
         generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
-        u = run_sampler(model, recipe.transport(latent_shape), (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
+        u = run_sampler(model, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
         images = tokenizer.decode(normalizer.invert(u.float()))
         stats.update(extractor(images))
         if grid is None:

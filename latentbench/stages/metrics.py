@@ -118,9 +118,12 @@ def reconstruction_metrics(
             not_run["lpips"] = str(missing)
     recon_stats, interp_stats = FeatureStats(), FeatureStats()
     psnrs, ssims, lpipses = [], [], []
+    originals = None  # the first images, kept for the thumbnail strip
     start = 0
     for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
         x = images_to_tensor(batch["image"])
+        if originals is None:
+            originals = x[:8]
         sl = slice(start, start + len(x))
         recon = tokenizer.decode(queries[sl])
         interp = tokenizer.decode(picked["latents"][sl])
@@ -151,12 +154,11 @@ def reconstruction_metrics(
     log.info("reconstruction metrics: %s", {k: v for k, v in metrics.items() if isinstance(v, float)})
 
     # Figure-5-style strip: originals, reconstructions, decoded nearest neighbours, decoded interpolations.
-    n = min(8, start)
-    first = next(ShardedSplit(Path(val_manifest).parent).iter_batches(n, ("image",)))
+    n = len(originals)
     neighbors = references[picked["neighbor_index"][:n]]
     save_grid(
         [
-            images_to_tensor(first["image"]),
+            originals,
             tokenizer.decode(queries[:n]),
             tokenizer.decode(neighbors),
             tokenizer.decode(picked["latents"][:n]),
