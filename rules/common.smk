@@ -20,6 +20,8 @@ TOKENIZERS = sorted(config["tokenizers"])
 BACKBONES = sorted(config["backbones"])
 CFG_SCALES = [f"{w:g}" for w in config["sampling"]["cfg_scales"]]
 SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
+# The rule resource `gpu` of every inference job (a cluster profile turns it into a GPU request).
+INFERENCE_GPUS = config["inference_gpus"]
 
 
 wildcard_constraints:

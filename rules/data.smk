@@ -43,7 +43,9 @@ rule reference_stats:
         weights=rules.feature_net.output.weights,
     output:
         f"{RESULTS}/features/stats-{{split}}.npz",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/reference_stats-{{split}}.tsv"
     log:

@@ -14,8 +14,8 @@ rule train_diffusion:
         settings=study_settings("diffusion_training"),
         checkpoint=lambda w: f"{RESULTS}/diffusion/{w.tok}/{w.backbone}/checkpoint.pt",
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/train",
-        launcher=launcher(config["diffusion_training"]["gpus"]),
-    threads: max(1, config["diffusion_training"]["gpus"])
+        launcher=lambda w, resources: launcher(resources.gpu),
+    threads: config["threads"] * max(1, config["diffusion_training"]["gpus"])
     retries: 1
     resources:
         gpu=config["diffusion_training"]["gpus"],
@@ -40,9 +40,9 @@ rule sample:
         grid=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.png",
     params:
         settings=study_settings("sampling"),
-    threads: 1
+    threads: config["threads"]
     resources:
-        gpu=1,
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/sample-{{tok}}-{{backbone}}-cfg{{scale}}-{{shard}}.tsv"
     log:

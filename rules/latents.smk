@@ -12,7 +12,9 @@ rule encode_latents:
         stats=f"{RESULTS}/latents/{{tok}}/{{split}}/stats.json",
     params:
         out_dir=lambda w: f"{RESULTS}/latents/{w.tok}/{w.split}",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/encode_latents-{{tok}}-{{split}}.tsv"
     log:

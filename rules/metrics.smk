@@ -18,7 +18,9 @@ rule reconstruction_metrics:
     params:
         settings=study_settings("ifid", "reconstruction", "metrics", "weights_dir"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/reconstruction_metrics-{{tok}}.tsv"
     log:
@@ -41,7 +43,9 @@ rule diffusion_loss:
     params:
         settings=study_settings(),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/diffusion_loss-{{tok}}-{{backbone}}.tsv"
     log:
@@ -65,7 +69,9 @@ rule latent_metrics:
     params:
         settings=study_settings("latent_metrics", "metrics"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/latent_metrics-{{tok}}.tsv"
     log:
@@ -83,7 +89,9 @@ rule trajectory_metrics:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json",
     params:
         settings=study_settings("latent_metrics"),
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/trajectory_metrics-{{tok}}-{{backbone}}.tsv"
     log:
@@ -106,7 +114,9 @@ rule baseline_metrics:
     params:
         settings=study_settings("baselines", "ifid"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/baseline_metrics-{{tok}}.tsv"
     log:
@@ -129,7 +139,9 @@ rule ifid_variants:
     params:
         settings=study_settings("ifid"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
-    threads: 1
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/ifid_variants-{{tok}}.tsv"
     log:
@@ -153,9 +165,9 @@ rule gfid_t:
     params:
         settings=study_settings("ifid", "sampling"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
-    threads: 1
+    threads: config["threads"]
     resources:
-        gpu=1,
+        gpu=INFERENCE_GPUS,
     benchmark:
         f"{RESULTS}/benchmarks/gfid_t-{{tok}}-{{backbone}}.tsv"
     log:

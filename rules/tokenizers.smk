@@ -11,9 +11,10 @@ rule train_tokenizer:
         spec=lambda w: as_json(config["tokenizers"][w.tok]),
         settings=study_settings("tokenizer_training"),
         checkpoint=lambda w: f"{RESULTS}/tokenizers/{w.tok}/checkpoint.pt",
-    threads: 1
+    threads: config["threads"]
     retries: 1
     resources:
+        gpu=config["tokenizer_training"]["gpus"],
         runtime=60,
     benchmark:
         f"{RESULTS}/benchmarks/train_tokenizer-{{tok}}.tsv"
