@@ -61,7 +61,7 @@ def _reference_stats(args):
     from latentbench.stages.data import reference_stats
 
     _threads(args)
-    reference_stats(args.split, args.weights, args.out)
+    reference_stats(args.settings, args.split, args.weights, args.out)
 
 
 @command("train-tokenizer")
@@ -143,14 +143,14 @@ def _sample(args):
     from latentbench.stages.diffusion import sample
 
     _threads(args)
-    sample(args.settings, args.model, args.tokenizer, args.feature_net, args.scale, args.shard, args.out)
+    sample(args.settings, args.model, args.tokenizer, args.feature_net, args.scale, args.shard, args.out, args.scores)
 
 
 @command("generation-metrics")
 def _generation_metrics(args):
     from latentbench.stages.diffusion import generation_metrics
 
-    generation_metrics(args.shards, args.reference, args.out)
+    generation_metrics(args.settings, args.shards, args.scores, args.reference, args.out)
 
 
 @command("diffusion-loss")
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("validate-config", ("config", {}))
     add("dataset", ("--settings", js), ("--out", req))
     add("train-feature-net", ("--settings", js), ("--train", req), ("--val", req), ("--out", req), ("--summary", req), threads)
-    add("reference-stats", ("--split", req), ("--weights", req), ("--out", req), threads)
+    add("reference-stats", ("--settings", js), ("--split", req), ("--weights", req), ("--out", req), threads)
     add(
         "train-tokenizer",
         ("--name", req), ("--spec", js), ("--settings", js), ("--train", req), ("--feature-net", req),
@@ -245,9 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "sample",
         ("--settings", js), ("--model", req), ("--tokenizer", req), ("--feature-net", req), ("--scale", {"type": float, "required": True}),
-        ("--shard", {"type": int, "required": True}), ("--out", req), threads,
+        ("--shard", {"type": int, "required": True}), ("--out", req), ("--scores", req), threads,
     )
-    add("generation-metrics", ("--shards", {"nargs": "+", "required": True}), ("--reference", req), ("--out", req))
+    add(
+        "generation-metrics",
+        ("--settings", js), ("--shards", {"nargs": "+", "required": True}), ("--scores", {"nargs": "+", "required": True}),
+        ("--reference", req), ("--out", req),
+    )
     add("diffusion-loss", ("--settings", js), ("--model", req), ("--latents", req), ("--labels", req), ("--out", req), threads)
     add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
     add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))

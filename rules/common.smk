@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from latentbench.config import SCHEMA_PATH, check_config
+from latentbench.features import feature_weights_file
 
 # One readable line naming the bad key, before anything runs; then snakemake's own
 # validation against the same schema (it also fills the defaults).
@@ -20,6 +21,17 @@ TOKENIZERS = sorted(config["tokenizers"])
 BACKBONES = sorted(config["backbones"])
 CFG_SCALES = [f"{w:g}" for w in config["sampling"]["cfg_scales"]]
 SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
+# The FID / IS feature network and its weights: the DAG-trained demo net, or an external file
+# (found in weights_dir or the hub caches; else the path the fetch rule writes).
+FID_NET = config["feature_net"]["name"]
+FID_WEIGHTS = feature_weights_file(FID_NET, config["weights_dir"]) or f"{RESULTS}/features/demo-cnn.pt"
+
+
+def reference_stats(split):
+    """Reference feature statistics of a split, keyed by (split, feature net, image count)."""
+    return f"{RESULTS}/features/{FID_NET}/stats-{split}-n{config['data'][split]}.npz"
+
+
 # The rule resource `gpu` of every inference job (a cluster profile turns it into a GPU request).
 INFERENCE_GPUS = config["inference_gpus"]
 
@@ -30,6 +42,7 @@ wildcard_constraints:
     split="train|val",
     scale="[0-9.]+",
     shard="[0-9]+",
+    images="[0-9]+",
 
 
 def as_json(obj):

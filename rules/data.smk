@@ -40,16 +40,18 @@ rule feature_net:
 rule reference_stats:
     input:
         split=f"{RESULTS}/data/{{split}}/manifest.json",
-        weights=rules.feature_net.output.weights,
+        weights=FID_WEIGHTS,
     output:
-        f"{RESULTS}/features/stats-{{split}}.npz",
+        f"{RESULTS}/features/{FID_NET}/stats-{{split}}-n{{images}}.npz",
+    params:
+        settings=study_settings("feature_net", "data"),
     threads: config["threads"]
     resources:
         gpu=INFERENCE_GPUS,
     benchmark:
-        f"{RESULTS}/benchmarks/reference_stats-{{split}}.tsv"
+        f"{RESULTS}/benchmarks/reference_stats-{{split}}-n{{images}}.tsv"
     log:
-        f"{RESULTS}/logs/reference_stats-{{split}}.log",
+        f"{RESULTS}/logs/reference_stats-{{split}}-n{{images}}.log",
     shell:
-        "latentbench reference-stats --split {input.split} --weights {input.weights} "
+        "latentbench reference-stats --settings {params.settings:q} --split {input.split} --weights {input.weights} "
         "--threads {threads} --out {output} > {log} 2>&1"

@@ -34,12 +34,13 @@ rule sample:
     input:
         model=rules.train_diffusion.output,
         tokenizer=rules.train_tokenizer.output,
-        weights=rules.feature_net.output.weights,
+        weights=FID_WEIGHTS,
     output:
         stats=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.npz",
+        scores=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.is.npz",
         grid=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.png",
     params:
-        settings=study_settings("sampling"),
+        settings=study_settings("sampling", "feature_net"),
     threads: config["threads"]
     resources:
         gpu=INFERENCE_GPUS,
@@ -50,7 +51,7 @@ rule sample:
     shell:
         "latentbench sample --model {input.model} --tokenizer {input.tokenizer} "
         "--feature-net {input.weights} --settings {params.settings:q} --scale {wildcards.scale} "
-        "--shard {wildcards.shard} --threads {threads} --out {output.stats} > {log} 2>&1"
+        "--shard {wildcards.shard} --threads {threads} --out {output.stats} --scores {output.scores} > {log} 2>&1"
 
 
 rule generation_metrics:
@@ -60,13 +61,21 @@ rule generation_metrics:
             scale=CFG_SCALES,
             shard=SHARDS,
         ),
-        reference=f"{RESULTS}/features/stats-train.npz",
+        scores=lambda w: expand(
+            f"{RESULTS}/samples/{w.tok}/{w.backbone}/cfg{{scale}}/shard-{{shard}}.is.npz",
+            scale=CFG_SCALES,
+            shard=SHARDS,
+        ),
+        reference=reference_stats("train"),
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json",
+    params:
+        settings=study_settings("feature_net"),
     benchmark:
         f"{RESULTS}/benchmarks/generation_metrics-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/generation_metrics-{{tok}}-{{backbone}}.log",
     shell:
-        "latentbench generation-metrics --shards {input.shards} --reference {input.reference} "
+        "latentbench generation-metrics --settings {params.settings:q} --shards {input.shards} "
+        "--scores {input.scores} --reference {input.reference} "
         "--out {output} > {log} 2>&1"

@@ -10,13 +10,13 @@ rule reconstruction_metrics:
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
         ref_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
         ref_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
-        weights=rules.feature_net.output.weights,
-        val_stats=f"{RESULTS}/features/stats-val.npz",
+        weights=FID_WEIGHTS,
+        val_stats=reference_stats("val"),
     output:
         metrics=f"{RESULTS}/metrics/{{tok}}/reconstruction.json",
         strip=f"{RESULTS}/metrics/{{tok}}/interpolation.png",
     params:
-        settings=study_settings("ifid", "reconstruction", "metrics", "weights_dir"),
+        settings=study_settings("ifid", "reconstruction", "metrics", "weights_dir", "feature_net"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: config["threads"]
     resources:
@@ -132,12 +132,12 @@ rule ifid_variants:
         tokenizer=rules.train_tokenizer.output,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
-        weights=rules.feature_net.output.weights,
-        val_stats=f"{RESULTS}/features/stats-val.npz",
+        weights=FID_WEIGHTS,
+        val_stats=reference_stats("val"),
     output:
         f"{RESULTS}/metrics/{{tok}}/ifid_variants.json",
     params:
-        settings=study_settings("ifid"),
+        settings=study_settings("ifid", "feature_net"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: config["threads"]
     resources:
@@ -158,12 +158,12 @@ rule gfid_t:
         tokenizer=rules.train_tokenizer.output,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         val=rules.dataset.output.val,
-        weights=rules.feature_net.output.weights,
-        val_stats=f"{RESULTS}/features/stats-val.npz",
+        weights=FID_WEIGHTS,
+        val_stats=reference_stats("val"),
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json",
     params:
-        settings=study_settings("ifid", "sampling"),
+        settings=study_settings("ifid", "sampling", "feature_net"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
     threads: config["threads"]
     resources:

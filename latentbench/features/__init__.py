@@ -7,6 +7,7 @@ registered under a name that is recorded with every number it produced (e.g. the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -17,8 +18,13 @@ class FeatureExtractor(Protocol):
 
     name: str
     dim: int
+    num_classes: int  # width of the classifier logits used by the Inception Score
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # [N,3,H,W] in [0,1] -> [N, D]
+        ...
+
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [N, D] and classifier logits [N, num_classes] from one forward pass."""
         ...
 
 
@@ -49,6 +55,34 @@ def build_feature_extractor(name: str, **kwargs) -> FeatureExtractor:
     if name not in _REGISTRY:
         raise ValueError(f"unknown feature network {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)
+
+
+def load_feature_extractor(settings: dict, weights: str | Path, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The study's FID feature network from its config section (``feature_net``: name, options).
+
+    ``weights`` is the network's weight file: the DAG-trained demo net, or an external file
+    such as Inception's (resolved by the workflow from ``weights_dir``).
+    """
+    return build_feature_extractor(settings["name"], weights=weights, device=device, **settings.get("options", {}))
+
+
+def feature_weights_file(name: str, weights_dir: str | Path) -> Path | None:
+    """The external weight file of feature network ``name`` (None for the DAG-trained demo net).
+
+    The file found in ``weights_dir`` or the Hugging Face / torch.hub caches
+    (latentbench.weights), else ``weights_dir/<file>``, the path the fetch rule writes to.
+    """
+    from latentbench.features import demo_net, inception
+    from latentbench.weights import WeightMissing, resolve_weight
+
+    if name == demo_net.NAME:
+        return None
+    if name != inception.NAME:
+        raise ValueError(f"feature_net.name: unknown feature network {name!r}")
+    try:
+        return resolve_weight(inception.WEIGHTS_NAME, inception.WEIGHTS_FILE, weights_dir, inception.WEIGHTS_SOURCE)
+    except WeightMissing:
+        return Path(weights_dir) / inception.WEIGHTS_FILE
 
 
 def _import_builtin() -> None:

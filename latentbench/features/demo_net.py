@@ -111,9 +111,19 @@ class DemoFeatureExtractor:
         self.device = torch.device(device)
         self.dim = self.net.dim
 
+    @property
+    def num_classes(self) -> int:
+        return self.net.config["num_classes"]
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.features(images.to(self.device).clamp(0, 1)).float()
+
+    @torch.inference_mode()
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and the classifier's logits (the demo's stand-in for Inception's, for IS)."""
+        feats = self.net.features(images.to(self.device).clamp(0, 1))
+        return feats.float(), self.net.head(feats).float()
 
 
 register_feature_extractor(NAME)(DemoFeatureExtractor)

@@ -58,7 +58,7 @@ INPUT_SIZE = 299  # FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE
 DIM = 2048
 
 # Children of torch-fidelity's FeatureExtractorInceptionV3 in the order its forward() applies
-# them up to pool3; "fc" (the 1008-way logits) is not needed for FID.
+# them up to pool3; "fc" (the 1008-way logits) is applied after it for the Inception Score.
 _TRUNK = (
     "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1",
     "Conv2d_3b_1x1", "Conv2d_4a_3x3", "MaxPool_2",
@@ -104,6 +104,9 @@ def _randomise(net: nn.Module, seed: int) -> None:
             m.bias.copy_(0.1 * torch.randn(m.num_features, generator=g))
             m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
             m.running_var.copy_(0.75 + 0.5 * torch.rand(m.num_features, generator=g))
+        elif isinstance(m, nn.Linear):  # the logits layer: unit-variance logits for O(1) features
+            nn.init.normal_(m.weight, std=m.in_features**-0.5, generator=g)
+            nn.init.normal_(m.bias, std=0.1, generator=g)
 
 
 def _fold_batchnorm(trunk: nn.Module) -> None:
@@ -191,6 +194,9 @@ class InceptionV3Features:
         if fold_batchnorm:
             _fold_batchnorm(self.trunk)
         self.trunk = self.trunk.to(self.device)
+        # IS logits: pool3 times the fc weight, no bias (ADM evaluator _create_softmax_graph reads
+        # only the MatMul weight; torch-fidelity calls this feature "logits_unbiased").
+        self.fc_weight = net.fc.weight.detach().to(self.device, torch.float32)
         if channels_last:
             self.trunk = self.trunk.to(memory_format=torch.channels_last)
 
@@ -211,12 +217,20 @@ class InceptionV3Features:
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=False)
         return 2 * x - 1
 
+    num_classes = 1008  # the TF graph's softmax width (1000 ImageNet classes + 8 unused)
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.trunk(x).flatten(1)
+
+    @torch.inference_mode()
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool3 features [N, 2048] and the unbiased 1008-way logits [N, 1008] (for IS)."""
+        feats = self(images)
+        return feats, feats @ self.fc_weight.T
 
 
 register_feature_extractor(NAME)(InceptionV3Features)

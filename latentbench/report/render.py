@@ -39,13 +39,20 @@ def _rule_times(results: Path) -> list[dict]:
     return sorted(rows, key=lambda r: -r["seconds"])
 
 
+def _feature_net_summary(results: Path, settings: dict) -> dict:
+    """What the report says about the FID / IS feature space: the demo net's summary, or the external net."""
+    if settings["name"] == "demo-cnn":
+        return {**read_json(results / "features" / "demo-cnn.json"), "name": "demo-cnn"}
+    return {"name": settings["name"], "options": settings.get("options", {})}
+
+
 def render_report(results: str | Path, config: dict, out: str | Path) -> None:
     """Build the page from results/<study>/{metrics,correlations}.csv and the per-job artefacts."""
     results = Path(results)
     frame = pd.read_csv(results / "metrics.csv")
     corr = pd.read_csv(results / "correlations.csv")
     target = config["analysis"]["target"]
-    feature = read_json(results / "features" / "demo-cnn.json")
+    feature = _feature_net_summary(results, config["feature_net"])
     metrics = [m for m in metric_columns(frame, target) if frame[m].notna().any()]
     not_run: dict[str, str] = {}
     for recon in sorted(results.glob("metrics/*/reconstruction.json")):
@@ -68,6 +75,7 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
             for scale in scales:
                 sel = g[g["cfg_scale"] == scale]
                 row[f"gfid/{bb}/{scale:g}"] = _fmt(sel["gfid"].iloc[0] if len(sel) else None)
+                row[f"is/{bb}/{scale:g}"] = _fmt(sel["is"].iloc[0] if len(sel) else None)
         per_tok.append(row)
     backbones = sorted(frame["backbone"].unique())
 

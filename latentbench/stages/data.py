@@ -9,8 +9,9 @@ import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor, write_split
 from latentbench.data.synthetic import NUM_CLASSES, SHAPES, TEXTURES, SyntheticSpec, generate
-from latentbench.features import build_feature_extractor
-from latentbench.features.demo_net import NAME as DEMO_NET, save_demo_net, train_demo_net
+from latentbench.device import compute_device
+from latentbench.features import load_feature_extractor
+from latentbench.features.demo_net import save_demo_net, train_demo_net
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.seeding import derive_seed
@@ -59,17 +60,24 @@ def train_feature_net(settings: dict, train: str | Path, val: str | Path, out: s
     write_json(summary, metrics)
 
 
-def split_feature_stats(split_dir: str | Path, weights: str | Path, batch_size: int = 500) -> FeatureStats:
-    """Streaming feature statistics of every image of a split."""
-    extractor = build_feature_extractor(DEMO_NET, weights=weights)
+def split_feature_stats(split_dir: str | Path, feature_net: dict, weights: str | Path, batch_size: int = 500) -> FeatureStats:
+    """Streaming feature statistics of every image of a split in the study's feature space."""
+    extractor = load_feature_extractor(feature_net, weights, compute_device())
     stats = FeatureStats()
     for batch in ShardedSplit(split_dir).iter_batches(batch_size, ("image",)):
         stats.update(extractor(images_to_tensor(batch["image"])))
     return stats
 
 
-def reference_stats(split_manifest: str | Path, weights: str | Path, out: str | Path) -> None:
-    """Reference statistics of one split in the demo feature space (computed once, reused)."""
-    stats = split_feature_stats(Path(split_manifest).parent, weights)
+def reference_stats(settings: dict, split_manifest: str | Path, weights: str | Path, out: str | Path) -> None:
+    """Reference statistics of one split in the study's feature space (computed once, reused).
+
+    The file is keyed by (split, feature net, image count) in its path (rules/data.smk), so a
+    study that changes any of the three gets new statistics instead of stale ones.
+    """
+    stats = split_feature_stats(Path(split_manifest).parent, settings["feature_net"], weights)
+    expected = settings.get("data", {}).get(Path(split_manifest).parent.name)
+    if expected is not None and stats.count != expected:
+        raise ValueError(f"{split_manifest}: {stats.count} images, but the config's data section says {expected}")
     stats.save(out)
-    log.info("reference stats: %d images, dim %d", stats.count, len(stats.mean))
+    log.info("reference stats (%s): %d images, dim %d", settings["feature_net"]["name"], stats.count, len(stats.mean))

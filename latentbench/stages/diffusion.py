@@ -16,10 +16,11 @@ from latentbench.diffusion import build_backbone
 from latentbench.diffusion.recipes import Recipe, get_recipe
 from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion, world
-from latentbench.features import build_feature_extractor
-from latentbench.features.demo_net import NAME as DEMO_NET
+from latentbench.device import compute_device
+from latentbench.features import load_feature_extractor
 from latentbench.io import atomic_path, write_json
 from latentbench.metrics.fid import FeatureStats
+from latentbench.metrics.inception_score import InceptionScore
 from latentbench.seeding import derive_seed, seed_everything
 from latentbench.stages.images import save_grid
 from latentbench.stages.latents import LatentCache
@@ -132,64 +133,87 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
         dist.destroy_process_group()
 
 
-def load_diffusion(path: str | Path) -> tuple[torch.nn.Module, Recipe, LatentNormalizer, dict]:
-    """The EMA model (eval mode), its recipe, its latent normaliser and the saved payload."""
+def load_diffusion(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Recipe, LatentNormalizer, dict]:
+    """The EMA model (eval mode, on ``device``), its recipe, its latent normaliser and the saved payload."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     bb = payload["backbone"]
     recipe = get_recipe(bb["recipe"])
     model = build_backbone(bb["size"], recipe.name, tuple(payload["latent_shape"]), bb["patch_size"], num_classes=payload["num_classes"])
     model.load_state_dict(payload["state_dict"])
-    model.eval().requires_grad_(False)
-    return model, recipe, LatentNormalizer(recipe.latent_norm, payload["channel_mean"], payload["channel_std"]), payload
+    model.eval().requires_grad_(False).to(device)
+    stats = (payload["channel_mean"].to(device), payload["channel_std"].to(device))
+    return model, recipe, LatentNormalizer(recipe.latent_norm, *stats), payload
 
 
 @torch.inference_mode()
-def sample(settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int, out: str | Path) -> None:
-    """One sampling shard: class-balanced labels, decode, feature statistics (+ a PNG grid)."""
+def sample(
+    settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int,
+    out: str | Path, scores: str | Path,
+) -> None:
+    """One sampling shard: class-balanced labels, decode, feature statistics, IS sums (+ a PNG grid).
+
+    Sample i of the study (global index) always gets the same label and noise, whichever
+    shard draws it, so the merged statistics do not depend on the sharding.
+    """
     cfg = settings["sampling"]
-    model, recipe, normalizer, payload = load_diffusion(model_path)
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    device = compute_device()
+    model, recipe, normalizer, payload = load_diffusion(model_path, device)
+    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     latent_shape = tuple(payload["latent_shape"])
     per_shard = -(-cfg["num_samples"] // cfg["shards"])
     first = shard * per_shard
     count = max(0, min(per_shard, cfg["num_samples"] - first))
     stats, grid = FeatureStats(), None
+    inception_score = InceptionScore(extractor.num_classes, cfg["is_split_size"])
     options = recipe.sampling(latent_shape)
     options.update(method=cfg["method"], steps=cfg["steps"])
     transport = recipe.transport(latent_shape)
     for start in range(first, first + count, cfg["batch_size"]):
         n = min(cfg["batch_size"], first + count - start)
-        labels = torch.arange(start, start + n) % payload["num_classes"]  # class-balanced
+        labels = (torch.arange(start, start + n) % payload["num_classes"]).to(device)  # class-balanced
         generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
         u = run_sampler(model, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
         images = tokenizer.decode(normalizer.invert(u.float()))
-        stats.update(extractor(images))
+        features, logits = extractor.features_and_logits(images)
+        stats.update(features)
+        inception_score.update(logits, start)
         if grid is None:
-            grid = images[:16]
+            grid = images[:16].cpu()
     stats.save(out)
+    inception_score.save(scores)
     if grid is not None:
         save_grid([grid[:8], grid[8:16]] if len(grid) >= 16 else [grid], Path(out).with_suffix(".png"))
     log.info("shard %d: %d samples at w=%g", shard, count, scale)
 
 
-def generation_metrics(shards: list[str], reference: str | Path, out: str | Path) -> None:
-    """Merge the sampling shards of every guidance scale exactly and compute gFID against the reference."""
+def _guidance_scale(path: str | Path) -> str:
+    match = re.search(r"cfg([0-9.]+)", Path(path).parent.name)
+    if not match:
+        raise ValueError(f"{path}: cannot read the guidance scale from the folder name")
+    return match.group(1)
+
+
+def generation_metrics(settings: dict, shards: list[str], scores: list[str], reference: str | Path, out: str | Path) -> None:
+    """Merge the sampling shards of every guidance scale exactly: gFID against the reference, and IS."""
     ref = FeatureStats.load(reference)
     per_scale: dict[str, FeatureStats] = {}
+    per_scale_is: dict[str, InceptionScore] = {}
     for path in shards:
-        match = re.search(r"cfg([0-9.]+)", Path(path).parent.name)
-        if not match:
-            raise ValueError(f"{path}: cannot read the guidance scale from the folder name")
-        per_scale.setdefault(match.group(1), FeatureStats()).merge(FeatureStats.load(path))
-    write_json(
-        out,
-        {
-            "per_scale": {s: {"gfid": st.fd(ref), "num_samples": st.count} for s, st in per_scale.items()},
-            "feature_net": DEMO_NET,
-            "reference": str(reference),
-        },
-    )
+        per_scale.setdefault(_guidance_scale(path), FeatureStats()).merge(FeatureStats.load(path))
+    for path in scores:
+        part = InceptionScore.load(path)
+        scale = _guidance_scale(path)
+        per_scale_is[scale] = per_scale_is[scale].merge(part) if scale in per_scale_is else part
+    if per_scale.keys() != per_scale_is.keys():
+        raise ValueError(f"guidance scales of the feature shards {sorted(per_scale)} and IS shards {sorted(per_scale_is)} differ")
+    rows = {}
+    for s, st in per_scale.items():
+        score = per_scale_is[s].result()
+        if score["num_samples"] != st.count:
+            raise ValueError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
+        rows[s] = {"gfid": st.fd(ref), "num_samples": st.count, "is": score["is"], "is_std": score["is_std"], "is_splits": score["splits"]}
+    write_json(out, {"per_scale": rows, "feature_net": settings["feature_net"]["name"], "reference": str(reference)})
 
 
 @torch.inference_mode()
@@ -219,15 +243,16 @@ def gfid_t(
     the gFID of the study (§2.4 step 5), so neither is recomputed here.
     """
     cfg, seed = settings["ifid"], settings["seed"]
-    model, recipe, normalizer, payload = load_diffusion(model_path)
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    device = compute_device()
+    model, recipe, normalizer, payload = load_diffusion(model_path, device)
+    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
     shape = tuple(payload["latent_shape"])
     transport = recipe.transport(shape)
     options = recipe.sampling(shape)
-    z = cached_latents(LatentCache(latents), "sample", seed, "val")  # encode as in training: a posterior sample
-    labels = _labels(labels_manifest)
+    z = cached_latents(LatentCache(latents), "sample", seed, "val").to(device)  # as in training: a posterior sample
+    labels = _labels(labels_manifest).to(device)
     values = []
     for t in cfg["gfid_t_times"]:
         steps = max(1, round(settings["sampling"]["steps"] * t))

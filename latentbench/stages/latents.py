@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
+from latentbench.device import compute_device
 from latentbench.io import atomic_path, load_npy, read_json, write_json
 from latentbench.metrics.normalization import channel_stats
 from latentbench.tokenizers import load_tokenizer
@@ -23,7 +24,8 @@ def encode_split(tokenizer_path: str | Path, split_manifest: str | Path, out_dir
     (spec metrics-diffusability.md §1.5; LightningDiT ``latents_stats.pt``), used by the recipes
     with ``latent_norm: channel_stats`` and by the latent metrics.
     """
-    tokenizer = load_tokenizer(tokenizer_path).eval()
+    device = compute_device()
+    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
     split = ShardedSplit(Path(split_manifest).parent)
     out_dir = Path(out_dir)
     shape = (len(split), *tokenizer.latent_shape)
@@ -32,9 +34,9 @@ def encode_split(tokenizer_path: str | Path, split_manifest: str | Path, out_dir
         stds = np.lib.format.open_memmap(tmp_std, mode="w+", dtype=np.float32, shape=shape)
         start = 0
         for batch in split.iter_batches(batch_size, ("image",)):
-            mean, std = tokenizer.encode_moments(images_to_tensor(batch["image"]))
-            means[start : start + len(mean)] = mean.numpy()
-            stds[start : start + len(std)] = std.numpy()
+            mean, std = tokenizer.encode_moments(images_to_tensor(batch["image"]).to(device))
+            means[start : start + len(mean)] = mean.cpu().numpy()
+            stds[start : start + len(std)] = std.cpu().numpy()
             start += len(mean)
         means.flush()
         stds.flush()

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
-from latentbench.features import build_feature_extractor
-from latentbench.features.demo_net import NAME as DEMO_NET
+from latentbench.device import compute_device
+from latentbench.features import load_feature_extractor
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.metrics.ifid import ifid_latents, sample_posterior
@@ -48,8 +48,9 @@ def cached_latents(cache: LatentCache, mode: str, seed: int, split: str) -> torc
 def decoded_fid(tokenizer, extractor, latents: torch.Tensor, reference: FeatureStats, batch_size: int = 250) -> float:
     """Fréchet distance between the decoded ``latents`` and the reference statistics, streamed."""
     stats = FeatureStats()
+    device = next(tokenizer.parameters()).device
     for i in range(0, len(latents), batch_size):
-        stats.update(extractor(tokenizer.decode(latents[i : i + batch_size])))
+        stats.update(extractor(tokenizer.decode(latents[i : i + batch_size].to(device))))
     return stats.fd(reference)
 
 
@@ -88,8 +89,9 @@ def reconstruction_metrics(
     """rFID, PSNR, SSIM and iFID of one tokenizer from one pass over the val latents."""
     cfg_ifid, protocol = settings["ifid"], settings["reconstruction"]["protocol"]
     seed = settings["seed"]
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    device = compute_device()
+    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
     latents_root = Path(latents_root)
 
@@ -113,7 +115,7 @@ def reconstruction_metrics(
     lpips_metric = None
     if "lpips" in settings["metrics"]:
         try:
-            lpips_metric = LPIPSMetric(settings["weights_dir"], protocol=protocol)
+            lpips_metric = LPIPSMetric(settings["weights_dir"], protocol=protocol, device=device)
         except WeightMissing as missing:
             not_run["lpips"] = str(missing)
     recon_stats, interp_stats = FeatureStats(), FeatureStats()
@@ -121,16 +123,16 @@ def reconstruction_metrics(
     originals = None  # the first images, kept for the thumbnail strip
     start = 0
     for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
-        x = images_to_tensor(batch["image"])
+        x = images_to_tensor(batch["image"]).to(device)
         if originals is None:
             originals = x[:8]
         sl = slice(start, start + len(x))
-        recon = tokenizer.decode(queries[sl])
-        interp = tokenizer.decode(picked["latents"][sl])
-        psnrs.append(psnr(x, recon, protocol=protocol))
-        ssims.append(ssim(x, recon, protocol=protocol))
+        recon = tokenizer.decode(queries[sl].to(device))
+        interp = tokenizer.decode(picked["latents"][sl].to(device))
+        psnrs.append(psnr(x, recon, protocol=protocol).cpu())
+        ssims.append(ssim(x, recon, protocol=protocol).cpu())
         if lpips_metric is not None:
-            lpipses.append(lpips_metric(x, recon))
+            lpipses.append(lpips_metric(x, recon).cpu())
         recon_stats.update(extractor(recon))
         interp_stats.update(extractor(interp))
         start += len(x)
@@ -159,9 +161,9 @@ def reconstruction_metrics(
     save_grid(
         [
             originals,
-            tokenizer.decode(queries[:n]),
-            tokenizer.decode(neighbors),
-            tokenizer.decode(picked["latents"][:n]),
+            tokenizer.decode(queries[:n].to(device)),
+            tokenizer.decode(neighbors.to(device)),
+            tokenizer.decode(picked["latents"][:n].to(device)),
         ],
         strip,
     )
@@ -173,8 +175,9 @@ def ifid_variants(
 ) -> None:
     """iFID for every row of the paper's Tables 4 and 5 (interpolation, reference-set size, K, alpha)."""
     cfg, seed = settings["ifid"], settings["seed"]
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    extractor = build_feature_extractor(DEMO_NET, weights=feature_net)
+    device = compute_device()
+    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
     queries = cached_latents(LatentCache(Path(latents_root) / "val"), cfg["latent"], seed, "val")
     all_refs = cached_latents(LatentCache(Path(latents_root) / "train"), cfg["latent"], seed, "train")

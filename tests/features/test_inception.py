@@ -202,3 +202,15 @@ def test_bad_images_raise(float_net: InceptionV3Features, bad: torch.Tensor) -> 
 def test_bad_input_mode() -> None:
     with pytest.raises(ValueError, match="input_mode"):
         InceptionV3Features(random_init=True, input_mode="png")
+
+
+def test_is_logits_equal_torch_fidelity_logits_unbiased(uint8_net: InceptionV3Features) -> None:
+    """IS reads torch-fidelity's "logits_unbiased" (pool3 @ fc.weight, no bias; ADM evaluator)."""
+    x = images(2, 48, seed=6)
+    upstream = build_inception_network(random_init=True, seed=SEED)
+    upstream.features_list = ["2048", "logits_unbiased"]  # the feature names torch-fidelity's forward reads
+    _, reference = upstream(torch.floor(x * 255 + 0.5).to(torch.uint8))
+    feats, logits = uint8_net.features_and_logits(x)
+    assert logits.shape == (2, uint8_net.num_classes) == (2, 1008)
+    assert_features_close(feats, uint8_net(x))
+    assert_features_close(logits, reference, tol=1e-4)

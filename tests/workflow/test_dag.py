@@ -41,6 +41,9 @@ def test_outputs_and_metrics_table(tiny_study):
     for column in ("gfid", "rfid", "ifid", "psnr", "ssim", "diffusion_loss"):
         assert frame[column].notna().all(), column
     assert (frame["gfid"] > 0).all() and (frame["rfid"] > 0).all()
+    # IS in the demo net's 10-class space: between 1 (no diversity/confidence) and 10
+    assert frame["is"].between(1.0, 10.0).all() and (frame["is"] > 1.0).any()
+    assert (tiny_study / "features" / "demo-cnn" / "stats-val-n200.npz").exists()  # keyed by net and count
     corr = pd.read_csv(tiny_study / "correlations.csv")
     assert set(corr["metric"]) >= {"rfid", "ifid", "psnr", "ssim", "diffusion_loss"}
     measured = corr[corr["n"] >= 3]
