@@ -1,0 +1,51 @@
+"""The study's FID network is a config choice: inception-v3-compat from a weights file in the DAG.
+
+No real Inception weights exist on this machine, so the weights file holds seeded random
+weights of the real architecture: the test checks the selection, the lookup in weights_dir,
+the (split, net, count) keying of the reference statistics and the 2048-d feature space.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from latentbench.features.inception import WEIGHTS_FILE, build_inception_network
+from latentbench.metrics.fid import FeatureStats
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def _snakemake(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    config = yaml.safe_load(TINY.read_text())
+    config.update(
+        results_dir=str(tmp_path / "results"),
+        weights_dir=str(tmp_path / "weights"),
+        feature_net={"name": "inception-v3-compat", "options": {"input_mode": "uint8"}},
+        data={"kind": "synthetic", "resolution": 32, "train": 30, "val": 20, "shard_size": 10},
+    )
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", *args, "--nolock", "--cores", "2", "--configfile", str(tmp_path / "study.yaml")]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_missing_inception_weights_are_named(tmp_path):
+    proc = _snakemake(tmp_path, "-n", str(tmp_path / "results/tiny/features/inception-v3-compat/stats-val-n20.npz"))
+    assert proc.returncode != 0
+    assert WEIGHTS_FILE in proc.stdout + proc.stderr
+
+
+def test_reference_stats_in_inception_space(tmp_path):
+    (tmp_path / "weights").mkdir()
+    torch.save(build_inception_network(random_init=True, seed=1).state_dict(), tmp_path / "weights" / WEIGHTS_FILE)
+    target = tmp_path / "results/tiny/features/inception-v3-compat/stats-val-n20.npz"
+    proc = _snakemake(tmp_path, str(target))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = FeatureStats.load(target)
+    assert (stats.count, stats.dim) == (20, 2048)
+    assert not (tmp_path / "results/tiny/features/demo-cnn.pt").exists()  # the demo net is not needed for it
