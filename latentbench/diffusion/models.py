@@ -511,6 +511,53 @@ class DiTConfig:
         return math.prod(self.grid)
 
 
+class LatentBatchNorm(nn.Module):
+    """Non-affine BatchNorm over channel dim 1, synchronised across DDP ranks (iFID's SyncBN).
+
+    Train mode normalises with the statistics of the *global* batch (every rank's micro-batch,
+    all-reduced as float64 sums when a process group is running: what ``nn.SyncBatchNorm``
+    does on GPUs, here on any backend, gloo included) and updates the running stats with the
+    unbiased variance and ``momentum``; eval mode uses the running stats. Same buffers and
+    numbers as ``nn.BatchNorm{1d,2d}(C, eps, momentum, affine=False)`` on one process.
+    It normalises the clean data latent, which needs no gradient through the statistics.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def reset_parameters(self) -> None:
+        """Running statistics back to (0, 1), as ``nn.BatchNorm`` does."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if not self.training:
+            mean, var = self.running_mean, self.running_var
+        else:
+            dims = [0, *range(2, x.ndim)]
+            with torch.no_grad():
+                moments = torch.stack([
+                    x.double().sum(dims), x.double().square().sum(dims),
+                    torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=torch.float64, device=x.device),
+                ])
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(moments)
+                total, total_sq, n = moments
+                mean = total / n
+                var = (total_sq / n - mean.square()).clamp_min(0)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+                self.running_var.lerp_((var * n / (n - 1).clamp_min(1)).to(self.running_var.dtype), self.momentum)
+                self.num_batches_tracked += 1
+            mean, var = mean.to(x.dtype), var.to(x.dtype)
+        return (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+
+
 class DiT(nn.Module):
     """Configurable DiT: SiT (official / iFID) and LightningDiT (spec models.md §1.2-1.4, §1.8, §1.10).
 
@@ -560,8 +607,7 @@ class DiT(nn.Module):
         self.final_layer = FinalLayer(d, config.patch_size, self.out_channels, norm=config.norm)
         if config.latent_bn:
             # iFID ifid/sit/sit.py: non-affine BN "to avoid affine hacking diffusion loss", eps 1e-4.
-            bn_cls = nn.BatchNorm1d if config.is_1d else nn.BatchNorm2d
-            self.bn: nn.Module | None = bn_cls(config.in_channels, eps=1e-4, momentum=config.bn_momentum, affine=False)
+            self.bn: LatentBatchNorm | None = LatentBatchNorm(config.in_channels, eps=1e-4, momentum=config.bn_momentum)
         else:
             self.bn = None
         self.initialize_weights()
@@ -584,7 +630,7 @@ class DiT(nn.Module):
 
         self.apply(_basic_init)
         for module in self.modules():  # norm weights to 1, BN running stats to (0, 1)
-            if isinstance(module, (nn.LayerNorm, RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+            if isinstance(module, (nn.LayerNorm, RMSNorm, LatentBatchNorm)):
                 module.reset_parameters()
         if self.config.is_1d:
             table = sincos_pos_embed_1d(self.config.hidden, self.config.num_tokens)

@@ -401,3 +401,22 @@ def test_tiny_overfit_sanity(recipe):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses[::10]
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 5, 3), (6, 4, 7)])
+def test_latent_batchnorm_equals_torch_batchnorm(shape):
+    """One process: LatentBatchNorm == nn.BatchNorm{2d,1d}(affine=False) in train and eval mode."""
+    from latentbench.diffusion.models import LatentBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    ours = LatentBatchNorm(4, eps=1e-4, momentum=0.1)
+    ref = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(4, eps=1e-4, momentum=0.1, affine=False)
+    for _ in range(3):
+        x = 3.0 * torch.randn(shape, generator=g) + 1.5
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    ours.eval(), ref.eval()
+    x = torch.randn(shape, generator=g)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
