@@ -143,14 +143,27 @@ def _sample(args):
     from latentbench.stages.diffusion import sample
 
     _threads(args)
-    sample(args.settings, args.model, args.tokenizer, args.feature_net, args.scale, args.shard, args.out, args.scores)
+    sample(
+        args.settings, args.model, args.tokenizer, args.feature_net, args.scale, args.shard, args.out, args.scores,
+        args.fdr6_plan, args.fdr6_out,
+    )
+
+
+@command("fdr6-reference-stats")
+def _fdr6_reference_stats(args):
+    from latentbench.stages.data import fdr6_reference_stats
+
+    _threads(args)
+    fdr6_reference_stats(args.plan, args.split, args.out)
 
 
 @command("generation-metrics")
 def _generation_metrics(args):
     from latentbench.stages.diffusion import generation_metrics
 
-    generation_metrics(args.settings, args.shards, args.scores, args.reference, args.out)
+    generation_metrics(
+        args.settings, args.shards, args.scores, args.reference, args.out, args.fdr6_plan, args.fdr6_shards, args.fdr6_references
+    )
 
 
 @command("diffusion-loss")
@@ -245,13 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "sample",
         ("--settings", js), ("--model", req), ("--tokenizer", req), ("--feature-net", req), ("--scale", {"type": float, "required": True}),
-        ("--shard", {"type": int, "required": True}), ("--out", req), ("--scores", req), threads,
+        ("--shard", {"type": int, "required": True}), ("--out", req), ("--scores", req), ("--fdr6-plan", js), ("--fdr6-out", req),
+        threads,
     )
     add(
         "generation-metrics",
         ("--settings", js), ("--shards", {"nargs": "+", "required": True}), ("--scores", {"nargs": "+", "required": True}),
-        ("--reference", req), ("--out", req),
+        ("--reference", req), ("--out", req), ("--fdr6-plan", js), ("--fdr6-shards", {"nargs": "+", "required": True}),
+        ("--fdr6-references", {"nargs": "*", "default": []}),
     )
+    add("fdr6-reference-stats", ("--plan", js), ("--split", req), ("--out", req), threads)
     add("diffusion-loss", ("--settings", js), ("--model", req), ("--latents", req), ("--labels", req), ("--out", req), threads)
     add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
     add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))

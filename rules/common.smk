@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from latentbench.config import SCHEMA_PATH, check_config
 from latentbench.features import feature_weights_file
+from latentbench.features.representations import fdr6_plan
 
 # One readable line naming the bad key, before anything runs; then snakemake's own
 # validation against the same schema (it also fills the defaults).
@@ -30,6 +31,19 @@ FID_WEIGHTS = feature_weights_file(FID_NET, config["weights_dir"]) or f"{RESULTS
 def reference_stats(split):
     """Reference feature statistics of a split, keyed by (split, feature net, image count)."""
     return f"{RESULTS}/features/{FID_NET}/stats-{split}-n{config['data'][split]}.npz"
+
+
+# FDr6 (six representation spaces): their weight files, or why it cannot run ("not_run"); {} when
+# the study does not ask for it. Only a runnable plan adds the FDr6 reference-statistics jobs.
+FDR6 = fdr6_plan(config["weights_dir"]) if "fdr6" in config["metrics"] else {}
+
+
+def fdr6_references(wildcards=None):
+    """The FDr6 reference groups (train, and val for recomputed divisors), or none if FDr6 is not run."""
+    if "spaces" not in FDR6:
+        return []
+    splits = ["train", "val"] if config["fdr6_divisors"] == "recomputed" else ["train"]
+    return [f"{RESULTS}/features/fdr6/stats-{s}-n{config['data'][s]}.npz" for s in splits]
 
 
 # The rule resource `gpu` of every inference job (a cluster profile turns it into a GPU request).

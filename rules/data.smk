@@ -37,6 +37,26 @@ rule feature_net:
         "--out {output.weights} --summary {output.summary} > {log} 2>&1"
 
 
+rule fdr6_reference_stats:
+    input:
+        split=f"{RESULTS}/data/{{split}}/manifest.json",
+        weights=list(FDR6.get("spaces", {}).values()),
+    output:
+        f"{RESULTS}/features/fdr6/stats-{{split}}-n{{images}}.npz",
+    params:
+        plan=as_json(FDR6),
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
+    benchmark:
+        f"{RESULTS}/benchmarks/fdr6_reference_stats-{{split}}-n{{images}}.tsv"
+    log:
+        f"{RESULTS}/logs/fdr6_reference_stats-{{split}}-n{{images}}.log",
+    shell:
+        "latentbench fdr6-reference-stats --plan {params.plan:q} --split {input.split} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
 rule reference_stats:
     input:
         split=f"{RESULTS}/data/{{split}}/manifest.json",

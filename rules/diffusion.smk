@@ -38,9 +38,11 @@ rule sample:
     output:
         stats=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.npz",
         scores=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.is.npz",
+        fdr6=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.fdr6.npz",
         grid=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.png",
     params:
         settings=study_settings("sampling", "feature_net"),
+        fdr6=as_json(FDR6),
     threads: config["threads"]
     resources:
         gpu=INFERENCE_GPUS,
@@ -51,7 +53,8 @@ rule sample:
     shell:
         "latentbench sample --model {input.model} --tokenizer {input.tokenizer} "
         "--feature-net {input.weights} --settings {params.settings:q} --scale {wildcards.scale} "
-        "--shard {wildcards.shard} --threads {threads} --out {output.stats} --scores {output.scores} > {log} 2>&1"
+        "--shard {wildcards.shard} --threads {threads} --out {output.stats} --scores {output.scores} "
+        "--fdr6-plan {params.fdr6:q} --fdr6-out {output.fdr6} > {log} 2>&1"
 
 
 rule generation_metrics:
@@ -66,16 +69,24 @@ rule generation_metrics:
             scale=CFG_SCALES,
             shard=SHARDS,
         ),
+        fdr6_shards=lambda w: expand(
+            f"{RESULTS}/samples/{w.tok}/{w.backbone}/cfg{{scale}}/shard-{{shard}}.fdr6.npz",
+            scale=CFG_SCALES,
+            shard=SHARDS,
+        ),
+        fdr6_references=fdr6_references,
         reference=reference_stats("train"),
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json",
     params:
-        settings=study_settings("feature_net"),
+        settings=study_settings("feature_net", "fdr6_divisors"),
+        fdr6=as_json(FDR6),
     benchmark:
         f"{RESULTS}/benchmarks/generation_metrics-{{tok}}-{{backbone}}.tsv"
     log:
         f"{RESULTS}/logs/generation_metrics-{{tok}}-{{backbone}}.log",
     shell:
         "latentbench generation-metrics --settings {params.settings:q} --shards {input.shards} "
-        "--scores {input.scores} --reference {input.reference} "
+        "--scores {input.scores} --reference {input.reference} --fdr6-plan {params.fdr6:q} "
+        "--fdr6-shards {input.fdr6_shards} --fdr6-references {input.fdr6_references} "
         "--out {output} > {log} 2>&1"

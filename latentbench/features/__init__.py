@@ -88,3 +88,4 @@ def feature_weights_file(name: str, weights_dir: str | Path) -> Path | None:
 def _import_builtin() -> None:
     from latentbench.features import demo_net  # noqa: F401  (registers "demo-cnn")
     from latentbench.features import inception  # noqa: F401  (registers "inception-v3-compat")
+    from latentbench.features import representations  # noqa: F401  (registers the "fdr-*" spaces)

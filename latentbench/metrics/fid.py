@@ -398,3 +398,33 @@ class FeatureStats:
 
     def __repr__(self) -> str:
         return f"FeatureStats(count={self._count}, dim={self._dim})"
+
+
+def save_stats_group(path: str | os.PathLike, group: dict[str, FeatureStats]) -> None:
+    """Several named statistics (e.g. one per feature space) in one ``.npz``, atomically.
+
+    An empty group is a valid file (nothing was measured), so a job's output exists either way.
+    """
+    arrays: dict[str, np.ndarray] = {"names": np.asarray(sorted(group), dtype=str)}
+    for name, stats in group.items():
+        if "/" in name or stats.count == 0:
+            raise ValueError(f"group: entry {name!r} must be a plain name with at least one feature")
+        arrays.update({f"{name}/count": np.int64(stats.count), f"{name}/mean": stats._mean, f"{name}/m2": stats._m2})
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_stats_group(path: str | os.PathLike) -> dict[str, FeatureStats]:
+    """Read a group written by :func:`save_stats_group`; a missing or corrupt file raises naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            group = {}
+            for name in data["names"].tolist():
+                stats = FeatureStats()
+                stats._merge_moments(int(data[f"{name}/count"]), np.asarray(data[f"{name}/mean"], np.float64), np.asarray(data[f"{name}/m2"], np.float64))
+                group[name] = stats
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except (KeyError, ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable statistics group ({exc})") from None
+    return group

@@ -356,8 +356,15 @@ def _stability(study: _Study) -> dict[str, Any]:
     for w in study.scales:
         if not np.isclose(w, study.w0):
             settings.append((study.setting_text(scale=w), "guidance", {"scale": w}))
-    columns, unit_sets = [], []
+    # Figs. 17-24: the primary setting against IS (higher is better: good proxies give r > 0) and FDr6
+    for target, figure in (("is", "IS (Figs. 17-23; r > 0 is good)"), ("fdr6", "FDr6 (Fig. 24)")):
+        if target in study.frame.columns and study.frame[target].notna().any():
+            settings.append((f"{study.setting_text()} vs {figure.split(' ')[0]}", figure, {"target": target}))
+        elif target == "fdr6":
+            notes.append("FDr6 column: not run in this study (see 'Metrics not run' for the missing weights).")
+    columns, unit_sets, targets = [], [], []
     for label, kind, where in settings:
+        targets.append(where.pop("target", TARGET))
         units = study.units(**where)
         columns.append({"label": label, "kind": kind, "n": len(units), "family": where.get("family", study.family),
                         "backbone": where.get("backbone", study.backbone),
@@ -369,9 +376,9 @@ def _stability(study: _Study) -> dict[str, Any]:
     rows = []
     for metric in proxies:
         cells = []
-        for units in unit_sets:
+        for units, target in zip(unit_sets, targets):
             x = oriented(units, metric).to_numpy() if len(units) else np.array([])
-            cells.append(_corr_cell(x, units[TARGET].to_numpy(float), study.n_boot, study.seed))
+            cells.append(_corr_cell(x, units[target].to_numpy(float), study.n_boot, study.seed))
         rows.append({"metric": metric, "label": oriented_label(metric), "cells": cells})
     return {"available": True, "why": None, "notes": notes, "columns": columns, "rows": rows,
             "multi_family": len(study.families) > 1}

@@ -69,6 +69,23 @@ def split_feature_stats(split_dir: str | Path, feature_net: dict, weights: str |
     return stats
 
 
+def fdr6_reference_stats(plan: dict, split_manifest: str | Path, out: str | Path, batch_size: int = 250) -> None:
+    """Statistics of one split in each of FDr6's six spaces, one pass over the images (spec diffusability §10)."""
+    from latentbench.features.representations import fdr6_extractors
+    from latentbench.metrics.fid import save_stats_group
+
+    if "spaces" not in plan:
+        raise ValueError(f"fdr6 plan: {plan.get('not_run', 'no weights given')}")
+    nets = fdr6_extractors(plan["spaces"], compute_device())
+    group = {key: FeatureStats() for key in nets}
+    for batch in ShardedSplit(Path(split_manifest).parent).iter_batches(batch_size, ("image",)):
+        images = images_to_tensor(batch["image"])
+        for key, net in nets.items():
+            group[key].update(net(images))
+    save_stats_group(out, group)
+    log.info("FDr6 reference stats: %s", {k: v.count for k, v in group.items()})
+
+
 def reference_stats(settings: dict, split_manifest: str | Path, weights: str | Path, out: str | Path) -> None:
     """Reference statistics of one split in the study's feature space (computed once, reused).
 

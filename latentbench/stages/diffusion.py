@@ -19,7 +19,9 @@ from latentbench.diffusion.training import TrainSettings, train_diffusion, world
 from latentbench.device import compute_device
 from latentbench.features import load_feature_extractor
 from latentbench.io import atomic_path, write_json
-from latentbench.metrics.fid import FeatureStats
+from latentbench.features.representations import fdr6_extractors
+from latentbench.metrics.fdr6 import PUBLISHED_VALIDATION_FD, fdr6
+from latentbench.metrics.fid import FeatureStats, load_stats_group, save_stats_group
 from latentbench.metrics.inception_score import InceptionScore
 from latentbench.seeding import derive_seed, seed_everything
 from latentbench.stages.images import save_grid
@@ -148,9 +150,10 @@ def load_diffusion(path: str | Path, device: torch.device | str = "cpu") -> tupl
 @torch.inference_mode()
 def sample(
     settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int,
-    out: str | Path, scores: str | Path,
+    out: str | Path, scores: str | Path, fdr6_plan: dict, fdr6_out: str | Path,
 ) -> None:
-    """One sampling shard: class-balanced labels, decode, feature statistics, IS sums (+ a PNG grid).
+    """One sampling shard: class-balanced labels, decode, feature statistics, IS sums, the FDr6
+    spaces' statistics when ``fdr6_plan`` has their weights (else an empty group) (+ a PNG grid).
 
     Sample i of the study (global index) always gets the same label and noise, whichever
     shard draws it, so the merged statistics do not depend on the sharding.
@@ -166,6 +169,8 @@ def sample(
     count = max(0, min(per_shard, cfg["num_samples"] - first))
     stats, grid = FeatureStats(), None
     inception_score = InceptionScore(extractor.num_classes, cfg["is_split_size"])
+    fdr6_nets = fdr6_extractors(fdr6_plan.get("spaces", {}), device)
+    fdr6_stats = {key: FeatureStats() for key in fdr6_nets}
     options = recipe.sampling(latent_shape)
     options.update(method=cfg["method"], steps=cfg["steps"])
     transport = recipe.transport(latent_shape)
@@ -178,10 +183,13 @@ def sample(
         features, logits = extractor.features_and_logits(images)
         stats.update(features)
         inception_score.update(logits, start)
+        for key, net in fdr6_nets.items():
+            fdr6_stats[key].update(net(images))
         if grid is None:
             grid = images[:16].cpu()
     stats.save(out)
     inception_score.save(scores)
+    save_stats_group(fdr6_out, fdr6_stats if count else {})
     if grid is not None:
         save_grid([grid[:8], grid[8:16]] if len(grid) >= 16 else [grid], Path(out).with_suffix(".png"))
     log.info("shard %d: %d samples at w=%g", shard, count, scale)
@@ -194,8 +202,30 @@ def _guidance_scale(path: str | Path) -> str:
     return match.group(1)
 
 
-def generation_metrics(settings: dict, shards: list[str], scores: list[str], reference: str | Path, out: str | Path) -> None:
-    """Merge the sampling shards of every guidance scale exactly: gFID against the reference, and IS."""
+def _fdr6_per_scale(plan: dict, shards: list[str], references: list[str], divisors: str) -> dict[str, dict]:
+    """FDr6 of each guidance scale from the shards' FDr6 groups and the train/val reference groups."""
+    if "spaces" not in plan:
+        return {}
+    reference = next(r for r in references if "stats-train-" in Path(r).name)
+    ref = load_stats_group(reference)
+    if divisors == "published":
+        valfd = dict(PUBLISHED_VALIDATION_FD)
+    else:  # recomputed reference statistics need recomputed divisors (spec diffusability §10)
+        val = load_stats_group(next(r for r in references if "stats-val-" in Path(r).name))
+        valfd = {k: val[k].fd(ref[k]) for k in ref}
+    merged: dict[str, dict[str, FeatureStats]] = {}
+    for path in shards:
+        group = merged.setdefault(_guidance_scale(path), {})
+        for key, stats in load_stats_group(path).items():
+            group[key] = group[key].merge(stats) if key in group else stats
+    return {s: {**fdr6({k: g[k].fd(ref[k]) for k in g}, valfd), "validation_fd": valfd, "divisors": divisors} for s, g in merged.items()}
+
+
+def generation_metrics(
+    settings: dict, shards: list[str], scores: list[str], reference: str | Path, out: str | Path,
+    fdr6_plan: dict | None = None, fdr6_shards: list[str] = (), fdr6_references: list[str] = (),
+) -> None:
+    """Merge the sampling shards of every guidance scale exactly: gFID against the reference, IS, FDr6."""
     ref = FeatureStats.load(reference)
     per_scale: dict[str, FeatureStats] = {}
     per_scale_is: dict[str, InceptionScore] = {}
@@ -213,7 +243,11 @@ def generation_metrics(settings: dict, shards: list[str], scores: list[str], ref
         if score["num_samples"] != st.count:
             raise ValueError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
         rows[s] = {"gfid": st.fd(ref), "num_samples": st.count, "is": score["is"], "is_std": score["is_std"], "is_splits": score["splits"]}
-    write_json(out, {"per_scale": rows, "feature_net": settings["feature_net"]["name"], "reference": str(reference)})
+    fdr6_plan = fdr6_plan or {}
+    for s, value in _fdr6_per_scale(fdr6_plan, list(fdr6_shards), list(fdr6_references), settings["fdr6_divisors"]).items():
+        rows[s]["fdr6"] = value
+    not_run = {"fdr6": fdr6_plan["not_run"]} if "not_run" in fdr6_plan else {}
+    write_json(out, {"per_scale": rows, "feature_net": settings["feature_net"]["name"], "reference": str(reference), "not_run": not_run})
 
 
 @torch.inference_mode()

@@ -250,3 +250,19 @@ def test_feature_stats_fd_and_errors() -> None:
         _ = FeatureStats().mean
     with pytest.raises(ValueError, match="other"):
         fx.merge(FeatureStats().update(np.zeros((2, 3))))
+
+
+def test_stats_group_roundtrip_and_empty_group(tmp_path):
+    from latentbench.metrics.fid import load_stats_group, save_stats_group
+
+    g = np.random.default_rng(0)
+    a, b = FeatureStats().update(g.normal(size=(20, 3))), FeatureStats().update(g.normal(size=(9, 5)))
+    save_stats_group(tmp_path / "g.npz", {"a": a, "b": b})
+    loaded = load_stats_group(tmp_path / "g.npz")
+    assert sorted(loaded) == ["a", "b"] and loaded["b"].count == 9
+    np.testing.assert_array_equal(loaded["a"].cov, a.cov)
+    save_stats_group(tmp_path / "empty.npz", {})
+    assert load_stats_group(tmp_path / "empty.npz") == {}
+    (tmp_path / "bad.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bad.npz"):
+        load_stats_group(tmp_path / "bad.npz")
