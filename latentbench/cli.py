@@ -45,7 +45,7 @@ def _validate_config(args):
 def _dataset(args):
     from latentbench.stages.data import make_dataset
 
-    make_dataset(args.settings, args.out)
+    make_dataset(args.settings, args.out, args.threads)
 
 
 @command("train-feature-net")
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     js = {"required": True, "type": _json}
     threads = ("--threads", {"type": int, "default": 1})
     add("validate-config", ("config", {}))
-    add("dataset", ("--settings", js), ("--out", req))
+    add("dataset", ("--settings", js), ("--out", req), threads)
     add("train-feature-net", ("--settings", js), ("--train", req), ("--val", req), ("--out", req), ("--summary", req), threads)
     add("reference-stats", ("--settings", js), ("--split", req), ("--weights", req), ("--out", req), threads)
     add(

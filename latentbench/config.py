@@ -57,6 +57,8 @@ def check_config(config: dict) -> dict:
         if err.validator == "anyOf" and err.context:
             err = min(err.context, key=lambda e: len(list(e.absolute_path)))
         raise ConfigError(f"config error at {_where(err)}: {err.message}")
+    if config["data"]["kind"] == "imagefolder" and not config["data"].get("root"):
+        raise ConfigError("config error at data.root: required when data.kind is imagefolder")
     return config
 
 

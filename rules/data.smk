@@ -8,12 +8,13 @@ rule dataset:
     params:
         settings=study_settings("data"),
         out_dir=lambda w, output: parent(output.train, 2),
+    threads: config["threads"]
     benchmark:
         f"{RESULTS}/benchmarks/dataset.tsv"
     log:
         f"{RESULTS}/logs/dataset.log",
     shell:
-        "latentbench dataset --settings {params.settings:q} "
+        "latentbench dataset --settings {params.settings:q} --threads {threads} "
         "--out {params.out_dir} > {log} 2>&1"
 
 

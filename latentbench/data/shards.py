@@ -33,21 +33,39 @@ def write_split(
     shard_size: int,
     make: Callable[[int, int], dict[str, np.ndarray]],
     meta: dict | None = None,
+    resume_key: str | None = None,
 ) -> Path:
-    """Write a split as shards produced by ``make(start, count)``; return the manifest path."""
+    """Write a split as shards produced by ``make(start, count)``; return the manifest path.
+
+    With ``resume_key`` (e.g. a hash of the settings) every finished shard is recorded in
+    ``.progress.json``; a rerun with the same key keeps the recorded shards whose checksum
+    still matches and writes only the rest (long imports survive preemption).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress_path = out_dir / ".progress.json"
+    done: dict[str, dict] = {}
+    if resume_key is not None and progress_path.exists():
+        progress = read_json(progress_path)
+        if progress.get("key") == resume_key:
+            done = {e["file"]: e for e in progress["shards"]}
     shards = []
     for index, start in enumerate(range(0, num_images, shard_size)):
         count = min(shard_size, num_images - start)
+        name = f"shard-{index:05d}.npz"
+        previous = done.get(name)
+        if previous and previous["count"] == count and (out_dir / name).exists() and _sha256(out_dir / name) == previous["sha256"]:
+            shards.append(previous)
+            continue
         arrays = make(start, count)
         missing = [f for f in ("image", "label") if f not in arrays]
         if missing:
             raise ValueError(f"shard {index} of {out_dir}: missing fields {missing}")
-        name = f"shard-{index:05d}.npz"
         with atomic_path(out_dir / name, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
         shards.append({"file": name, "count": count, "sha256": _sha256(out_dir / name)})
+        if resume_key is not None:
+            write_json(progress_path, {"key": resume_key, "shards": shards})
     manifest = {
         "num_images": num_images,
         "shards": shards,
@@ -55,6 +73,7 @@ def write_split(
         "meta": meta or {},
     }
     write_json(out_dir / "manifest.json", manifest)
+    progress_path.unlink(missing_ok=True)
     return out_dir / "manifest.json"
 
 

@@ -55,7 +55,9 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
     feature = _feature_net_summary(results, config["feature_net"])
     metrics = [m for m in metric_columns(frame, target) if frame[m].notna().any()]
     not_run: dict[str, str] = {}
-    for done in sorted(results.glob("metrics/*/reconstruction.json")) + sorted(results.glob("metrics/*/*/generation.json")):
+    for done in sorted(results.glob("metrics/*/reconstruction.json")) + sorted(results.glob("metrics/*/latent.json")) + sorted(
+        results.glob("metrics/*/*/generation.json")
+    ):
         not_run.update(read_json(done).get("not_run", {}))
 
     figures = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,9 +22,12 @@ log = logging.getLogger(__name__)
 SPLIT_SEED = {"train": 0, "val": 1}
 
 
-def make_dataset(settings: dict, out_root: str | Path) -> None:
-    """Generate the synthetic train and val splits as verified shards."""
+def make_dataset(settings: dict, out_root: str | Path, workers: int = 1) -> None:
+    """Write the train and val splits as verified shards: generated (synthetic) or imported (imagefolder)."""
     data = settings["data"]
+    if data["kind"] == "imagefolder":
+        import_image_folder(data, out_root, workers)
+        return
     for split in ("train", "val"):
         spec = SyntheticSpec(data[split], data["resolution"], derive_seed(settings["seed"], "data", split))
         meta = {
@@ -36,6 +41,36 @@ def make_dataset(settings: dict, out_root: str | Path) -> None:
             Path(out_root) / split, data[split], data["shard_size"], lambda s, c: generate(spec, s, c), meta
         )
         log.info("wrote %s: %d images", split, data[split])
+
+
+def import_key(meta: dict, items: list) -> str:
+    """The resume key of an import: a hash of the split's metadata and its file list."""
+    return hashlib.sha256(json.dumps({**meta, "files": [str(p) for p, _ in items]}, sort_keys=True).encode()).hexdigest()
+
+
+def import_image_folder(data: dict, out_root: str | Path, workers: int = 1) -> None:
+    """ImageFolder splits -> ADM centre-cropped uint8 shards (resumable: finished shards are kept).
+
+    The config states the image count of each split (``data.train``, ``data.val``: e.g. ImageNet
+    1281167 and 50000); a folder holding a different number stops the job naming both numbers.
+    """
+    from latentbench.data.imagefolder import list_classes, list_images, load_images
+
+    root = Path(data["root"])
+    classes = list_classes(root / data["train_dir"])
+    for split in ("train", "val"):
+        folder = root / data[f"{split}_dir"]
+        items = list_images(folder, classes)
+        if len(items) != data[split]:
+            raise ValueError(f"data.{split}: the config says {data[split]} images, {folder} holds {len(items)}")
+        meta = {"kind": "imagefolder", "split": split, "resolution": data["resolution"], "num_classes": len(classes),
+                "classes": classes, "source": str(folder)}
+        write_split(
+            Path(out_root) / split, len(items), data["shard_size"],
+            lambda s, c: load_images(items[s : s + c], data["resolution"], workers), meta,
+            resume_key=import_key(meta, items),
+        )
+        log.info("imported %s: %d images of %d classes from %s", split, len(items), len(classes), folder)
 
 
 def train_feature_net(settings: dict, train: str | Path, val: str | Path, out: str | Path, summary: str | Path) -> None:

@@ -49,9 +49,13 @@ def latent_metrics(
     stats = channel_stats(z)  # the evaluation split's own statistics (spec §1.5)
     val = _split(val_manifest, ("label", "mask", "image"))
     labels = torch.from_numpy(val["label"])
-    patch = val["mask"].shape[-1] // z.shape[-1]
-    fg = token_mask(torch.from_numpy(val["mask"]).bool(), patch=patch)
     result: dict[str, object] = {"latent": cfg["latent"], "num_images": len(z), "latent_shape": list(z.shape[1:])}
+    mask_metrics = wanted & {"lnc", "lds", "cds", "srss"}
+    if "mask" in val:
+        fg = token_mask(torch.from_numpy(val["mask"]).bool(), patch=val["mask"].shape[-1] // z.shape[-1])
+    elif mask_metrics:  # e.g. ImageNet without ImageNet-S masks: never computed without foreground
+        result["not_run"] = {m: f"not run: needs foreground masks, which {val_manifest} lacks" for m in sorted(mask_metrics)}
+        wanted = wanted - mask_metrics
 
     if "viv" in wanted:
         spectra = class_spectra(z, labels, stats=stats)
