@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 SNAKEMAKE := $(UV) run --frozen snakemake
 
-.PHONY: env demo test lint bench chromium
+.PHONY: env demo test lint bench chromium slurm
 
 env:  ## uv + the locked Python environment in .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv==0.13.9
@@ -15,7 +15,10 @@ demo: env  ## run the embedded demo study end to end -> results/demo/report/inde
 chromium:  ## headless Chromium for the report test (Debian packages; needs root)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
 
-test: env chromium  ## the test suite, including a tiny end-to-end DAG run
+slurm:  ## single-node SLURM + munge for the cluster test (Debian packages; needs root)
+	@command -v slurmctld >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q slurm-wlm munge)
+
+test: env chromium slurm  ## the test suite: a tiny end-to-end DAG run, and a shallow one through a real SLURM
 	$(UV) run --frozen pytest -q
 
 lint: env

@@ -18,9 +18,19 @@ include: "rules/latents.smk"
 include: "rules/diffusion.smk"
 include: "rules/metrics.smk"
 include: "rules/report.smk"
+include: "rules/weights.smk"
 
 
 rule all:
     input:
         f"{RESULTS}/report/index.html",
     default_target: True
+
+
+# A dry run of a study with a compute_estimate block prints its real-size GPU-hours per rule
+# (latentbench/plan.py) before Snakemake's job table (issue 6). workflow.dryrun is only set after
+# parsing; the output settings already know (Snakemake 9).
+if getattr(workflow.output_settings, "dryrun", False):
+    from latentbench.plan import print_estimate
+
+    print_estimate(config, [r.name for r in workflow.rules])

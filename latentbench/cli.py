@@ -28,9 +28,13 @@ def command(name: str):
 
 
 def _threads(args: argparse.Namespace) -> None:
+    """Torch threads: the job's CPUs, shared among the processes torchrun starts on this node."""
+    import os
+
     from latentbench.seeding import set_threads
 
-    set_threads(getattr(args, "threads", 1))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    set_threads(max(1, getattr(args, "threads", 1) // per_node))
 
 
 @command("validate-config")
@@ -195,6 +199,16 @@ def _report(args):
     render_report(args.results, args.config, args.out)
 
 
+@command("fetch-weights")
+def _fetch_weights(args):
+    from latentbench.stages.weights import fetch_weights
+
+    fetch_weights(
+        args.weights_dir, names=args.names, settings=args.settings, into_dir=args.into_dir,
+        verify_present=args.verify, stamp=args.stamp,
+    )
+
+
 def _json(text: str):
     try:
         return json.loads(text)
@@ -272,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
     add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))
     add("report", ("--results", req), ("--config", js), ("--out", req))
+    add(
+        "fetch-weights",
+        ("--weights-dir", req), ("--names", {"nargs": "*", "default": []}), ("--settings", {"type": _json, "default": None}),
+        ("--into-dir", {"action": "store_true"}), ("--verify", {"action": "store_true"}), ("--stamp", {"default": None}),
+    )
     return parser
 
 

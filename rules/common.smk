@@ -1,5 +1,6 @@
 # Config validation, output layout and small helpers shared by every rule file.
 import json
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -7,6 +8,7 @@ from snakemake.utils import validate
 from latentbench.config import SCHEMA_PATH, check_config
 from latentbench.features import feature_weights_file
 from latentbench.features.representations import fdr6_plan
+from latentbench.weights_fetch import load_manifest, locate, required_weights
 
 # One readable line naming the bad key, before anything runs; then snakemake's own
 # validation against the same schema (it also fills the defaults).
@@ -51,8 +53,8 @@ INFERENCE_GPUS = config["inference_gpus"]
 
 
 wildcard_constraints:
-    tok="|".join(TOKENIZERS),
-    backbone="|".join(BACKBONES),
+    tok="|".join(map(re.escape, TOKENIZERS)),
+    backbone="|".join(map(re.escape, BACKBONES)),
     split="train|val",
     scale="[0-9.]+",
     shard="[0-9]+",
@@ -69,8 +71,36 @@ def parent(path, levels=1):
     return str(Path(path).parents[levels - 1])
 
 
-def launcher(gpus):
-    """The command that starts a training job: plain, or torchrun with one process per GPU (DDP)."""
+def train_resources(section):
+    """A training rule's GPU resources: `gpu` on one node; per-node gres, one task per node beyond.
+
+    For the slurm executor plugin (profiles/slurm/README.md): `mpi` stops it from wrapping the job in
+    a one-task srun, `tasks_per_gpu=0` from turning tasks into --ntasks-per-gpu, and `gres` is per
+    node where --gpus would be a job total that SLURM may spread unevenly.
+    """
+    gpus, nodes = config[section]["gpus"], config[section].get("nodes", 1)
+    if nodes == 1:
+        return {"gpu": gpus}
+    return {"nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun", "gres": f"gpu:{gpus}"}
+
+
+def launcher(gpus, nodes=1, threads=1):
+    """The command that starts a training job: plain, torchrun with one process per GPU (DDP), or
+    on several nodes srun with one torchrun per node meeting at the first host (c10d rendezvous).
+
+    The SLURM_* variables expand inside `bash -c` on each node: the executor plugin strips them
+    from the job's own environment.
+    """
+    if nodes > 1:
+        run = (
+            f"torchrun --nnodes=$SLURM_NNODES --nproc_per_node={gpus} --rdzv_id=$SLURM_JOB_ID "
+            '--rdzv_backend=c10d --rdzv_endpoint=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
+            ":$((29500 + SLURM_JOB_ID % 1000)) -m latentbench.cli"
+        )
+        return (
+            f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --cpus-per-task={threads} "
+            f"--kill-on-bad-exit=1 bash -c 'exec {run} \"$@\"' torchrun"
+        )
     if gpus > 1:
         return f"torchrun --standalone --nproc_per_node={gpus} -m latentbench.cli"
     return "latentbench"
@@ -79,3 +109,24 @@ def launcher(gpus):
 def study_settings(*keys):
     """The study-wide settings a job depends on, as JSON, keyed by section name."""
     return as_json({k: config.get(k) for k in ("seed", *keys)})
+
+
+# External weights (latentbench/weights_manifest.yaml), fetched by rules/weights.smk.
+WEIGHTS_DIR = config["weights_dir"]
+WEIGHT_MANIFEST = load_manifest()
+# downloadable entries by their file name in weights_dir (package files ship with their wheel)
+WEIGHT_BY_FILE = {
+    e.file: e.name for e in WEIGHT_MANIFEST.values() if e.kind != "package"
+}
+
+
+def study_weights(wildcards):
+    """Every downloadable weight the study reads: where it is found, else the path fetch_weights writes."""
+    paths = []
+    for name in required_weights(config):
+        entry = WEIGHT_MANIFEST[name]
+        if entry.kind != "package":
+            paths.append(
+                str(locate(entry, WEIGHTS_DIR) or f"{WEIGHTS_DIR}/{entry.file}")
+            )
+    return paths

@@ -14,12 +14,16 @@ rule train_diffusion:
         settings=study_settings("diffusion_training"),
         checkpoint=lambda w: f"{RESULTS}/diffusion/{w.tok}/{w.backbone}/checkpoint.pt",
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/train",
-        launcher=lambda w, resources: launcher(resources.gpu),
+        launcher=lambda w, resources, threads: launcher(
+            resources.get("gpu", config["diffusion_training"]["gpus"]),
+            resources.get("nodes", 1),
+            threads,
+        ),
     threads: config["threads"] * max(1, config["diffusion_training"]["gpus"])
     retries: 1
     resources:
-        gpu=config["diffusion_training"]["gpus"],
         runtime=120,
+        **train_resources("diffusion_training"),
     benchmark:
         f"{RESULTS}/benchmarks/train_diffusion-{{tok}}-{{backbone}}.tsv"
     log:
