@@ -135,6 +135,20 @@ class ShardedSplit:
         if held:
             yield {k: np.concatenate(v) for k, v in buffer.items()}
 
+    def load_subset(self, max_images: int, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
+        """At most ``max_images`` images spread evenly over the split (every k-th), streamed shard by
+        shard so memory holds only the subset; the whole split when it is small enough."""
+        if max_images < 1:
+            raise ValueError(f"max_images: must be positive, got {max_images}")
+        stride = max(1, -(-len(self) // max_images))
+        parts, start = [], 0
+        for shard in self.iter_shards(fields):
+            n = len(next(iter(shard.values())))
+            keep = np.arange((-start) % stride, n, stride)
+            parts.append({k: v[keep] for k, v in shard.items()})
+            start += n
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def load_all(self, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
         """Load the whole split into memory (for demo-sized splits only)."""
         parts = list(self.iter_shards(fields))

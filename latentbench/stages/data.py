@@ -76,8 +76,9 @@ def import_image_folder(data: dict, out_root: str | Path, workers: int = 1) -> N
 def train_feature_net(settings: dict, train: str | Path, val: str | Path, out: str | Path, summary: str | Path) -> None:
     """Train the demo feature network on the train split; record its val accuracy."""
     fn = settings["feature_net"]
-    tr = ShardedSplit(Path(train).parent).load_all(("image", "label"))
-    va = ShardedSplit(Path(val).parent).load_all(("image", "label"))
+    # a bounded, evenly spread subset: the demo net is a small stand-in, also on ImageNet-sized splits
+    tr = ShardedSplit(Path(train).parent).load_subset(fn["max_images"], ("image", "label"))
+    va = ShardedSplit(Path(val).parent).load_subset(fn["max_images"], ("image", "label"))
     num_classes = int(ShardedSplit(Path(train).parent).meta["num_classes"])
     net, metrics = train_demo_net(
         images_to_tensor(tr["image"]),

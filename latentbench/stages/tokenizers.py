@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from latentbench.data.shards import ShardedSplit
+from latentbench.device import compute_device
 from latentbench.features.demo_net import load_demo_net
 from latentbench.seeding import derive_seed
 from latentbench.tokenizers.train import train_tokenizer
@@ -35,5 +36,6 @@ def train(
         seed=derive_seed(settings["seed"], "tokenizer", name),
         checkpoint_every=t["checkpoint_every"],
         log=log.info,
+        device=compute_device(),
     )
     log.info("trained %s: %s", name, metrics)

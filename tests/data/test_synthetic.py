@@ -79,3 +79,14 @@ def test_corrupt_shard_is_named(tmp_path):
 def test_missing_manifest_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         ShardedSplit(tmp_path / "nothing")
+
+
+def test_load_subset_is_an_even_stride_across_shards(tmp_path):
+    from latentbench.data.shards import ShardedSplit, write_split
+
+    write_split(tmp_path, 23, 5, lambda s, c: {"image": np.arange(s, s + c, dtype=np.uint8).reshape(c, 1, 1, 1),
+                                               "label": np.arange(s, s + c)})
+    split = ShardedSplit(tmp_path)
+    assert split.load_subset(100, ("label",))["label"].tolist() == list(range(23))
+    assert split.load_subset(8, ("label",))["label"].tolist() == list(range(0, 23, 3))
+    assert split.load_subset(1, ("label",))["label"].tolist() == [0]
