@@ -23,6 +23,7 @@ RESULTS = f"{config['results_dir']}/{config['study']}"
 TOKENIZERS = sorted(config["tokenizers"])
 BACKBONES = sorted(config["backbones"])
 CFG_SCALES = [f"{w:g}" for w in config["sampling"]["cfg_scales"]]
+GFID_T_BACKBONES = config["ifid"]["gfid_t_backbones"] or BACKBONES
 SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
 # The FID / IS feature network and its weights: the DAG-trained demo net, or an external file
 # (found in weights_dir or the hub caches; else the path the fetch rule writes).
@@ -89,20 +90,21 @@ def launcher(gpus, nodes=1, threads=1):
     on several nodes srun with one torchrun per node meeting at the first host (c10d rendezvous).
 
     The SLURM_* variables expand inside `bash -c` on each node: the executor plugin strips them
-    from the job's own environment.
+    from the job's own environment. `--no-python latentbench` runs the installed CLI (in a
+    container: the image's code; `-m` would put the working directory first on sys.path).
     """
     if nodes > 1:
         run = (
             f"torchrun --nnodes=$SLURM_NNODES --nproc_per_node={gpus} --rdzv_id=$SLURM_JOB_ID "
             '--rdzv_backend=c10d --rdzv_endpoint=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
-            ":$((29500 + SLURM_JOB_ID % 1000)) -m latentbench.cli"
+            ":$((29500 + SLURM_JOB_ID % 1000)) --no-python latentbench"
         )
         return (
             f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --cpus-per-task={threads} "
             f"--kill-on-bad-exit=1 bash -c 'exec {run} \"$@\"' torchrun"
         )
     if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m latentbench.cli"
+        return f"torchrun --standalone --nproc_per_node={gpus} --no-python latentbench"
     return "latentbench"
 
 

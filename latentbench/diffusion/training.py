@@ -96,6 +96,8 @@ def train_diffusion(
             f"{settings.grad_accumulation}"
         )
     device = next(model.parameters()).device
+    if rank == 0:
+        log.info("training on %d process(es), micro-batch %d per process", size, micro)
     net = nn.parallel.DistributedDataParallel(model) if size > 1 else model
     opt = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay, eps=settings.adam_eps

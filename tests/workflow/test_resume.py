@@ -87,3 +87,27 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(cache, tmp_path):
     assert proc.returncode == 1
     assert "non-finite diffusion loss" in proc.stderr and "step" in proc.stderr
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_torchrun_launcher_matches_one_process(cache, tmp_path):
+    """The training rule's multi-GPU launcher (rules/common.smk `launcher`), here 2 CPU processes
+    with gloo, ends with the same weights as one process with the same global batch."""
+    import shutil
+
+    if shutil.which("torchrun") is None or shutil.which("latentbench") is None:
+        pytest.skip("torchrun / latentbench not on PATH (run through `uv run`)")
+    settings = {**SETTINGS, "diffusion_training": {**SETTINGS["diffusion_training"], "steps": 12, "checkpoint_every": 100}}
+
+    def train(prefix: list[str], out: Path) -> dict:
+        cmd = [*prefix, *command(cache, out)[3:]]
+        cmd[cmd.index("--settings") + 1] = json.dumps(settings)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, env=env)
+        processes = int(proc.stdout.split("training on ")[1].split()[0])
+        return processes, torch.load(out / "model.pt", weights_only=False)["state_dict"]
+
+    n_one, one = train(["latentbench"], tmp_path / "one")
+    n_two, two = train(["torchrun", "--standalone", "--nproc_per_node=2", "--no-python", "latentbench"], tmp_path / "two")
+    assert (n_one, n_two) == (1, 2)
+    for key, value in one.items():
+        torch.testing.assert_close(two[key], value, rtol=1e-5, atol=1e-6, msg=key)
