@@ -9,6 +9,7 @@ one is complete.
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 
 from latentbench.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,8 +51,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path, restore_rng: bool = True) -> dict[str, Any] | None:
-    """Load a checkpoint if it exists (None otherwise) and restore its RNG states."""
+def load_checkpoint(path: str | Path, restore_rng: bool = True, run: Any = None) -> dict[str, Any] | None:
+    """Load a checkpoint if it exists (None otherwise) and restore its RNG states.
+
+    ``run`` identifies the training run (its settings, saved under the key ``"run"``): a
+    checkpoint of another run, e.g. left by a config the study has since changed, is ignored
+    with a warning (None), so the job starts over instead of continuing someone else's
+    optimisation; its file is replaced by the first new checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         return None
@@ -57,6 +66,9 @@ def load_checkpoint(path: str | Path, restore_rng: bool = True) -> dict[str, Any
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         raise ValueError(f"{path}: corrupt checkpoint ({exc})") from None
+    if run is not None and payload.get("run") != run:
+        log.warning("%s: checkpoint of a different run (the settings changed); starting over", path)
+        return None
     if restore_rng and "rng" in payload:
         set_rng_state(payload["rng"])
     return payload

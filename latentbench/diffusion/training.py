@@ -13,6 +13,7 @@ after which each DDP rank keeps its slice. Hence
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -103,7 +104,12 @@ def train_diffusion(
         model.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay, eps=settings.adam_eps
     )
     ema = EMA(model, settings.ema)
-    state = load_checkpoint(checkpoint)
+    # the run's identity: every setting that changes the result (not checkpoint_every), and the model
+    run = {
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"},
+        "model": {k: tuple(v.shape) for k, v in model.state_dict().items()},
+    }
+    state = load_checkpoint(checkpoint, run=run)
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -149,7 +155,8 @@ def train_diffusion(
             if rank == 0 and (done % settings.checkpoint_every == 0 or done == settings.steps):
                 save_checkpoint(
                     checkpoint,
-                    {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(), "step": done},
+                    {"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(), "step": done,
+                     "run": run},
                 )
     finally:
         if embedder is not None:

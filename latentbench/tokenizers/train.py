@@ -247,12 +247,8 @@ def train_tokenizer(
     run_id = {"cfg": cfg, "steps": steps, "batch_size": batch_size, "lr": lr, "disc_start": disc_start, "seed": seed}
     step = 0
     if checkpoint_path is not None:
-        state = load_checkpoint(checkpoint_path)
+        state = load_checkpoint(checkpoint_path, run=run_id)
         if state is not None:
-            if state.get("run") != run_id:
-                raise ValueError(
-                    f"{checkpoint_path}: checkpoint belongs to a different run ({state.get('run')}); remove it to start over"
-                )
             tokenizer.load_state_dict(state["tokenizer"])
             reg.load_state_dict(state["regularizer"])
             disc.load_state_dict(state["discriminator"])
