@@ -57,6 +57,9 @@ def check_config(config: dict) -> dict:
         if err.validator == "anyOf" and err.context:
             err = min(err.context, key=lambda e: len(list(e.absolute_path)))
         raise ConfigError(f"config error at {_where(err)}: {err.message}")
+    unknown = sorted(set(config["ifid"]["gfid_t_backbones"]) - set(config["backbones"]))
+    if unknown:
+        raise ConfigError(f"config error at ifid.gfid_t_backbones: {', '.join(unknown)} not in backbones")
     if config["data"]["kind"] == "imagefolder" and not config["data"].get("root"):
         raise ConfigError("config error at data.root: required when data.kind is imagefolder")
     return config

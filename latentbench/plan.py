@@ -123,16 +123,24 @@ def wildcard_values(config: Mapping[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def rule_values(name: str, config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The wildcard values of one rule: :func:`wildcard_values`, except where a rule takes a subset
+    (gfid_t: the backbones of ``ifid.gfid_t_backbones``, rules/common.smk GFID_T_BACKBONES)."""
+    values = wildcard_values(config)
+    if name == "gfid_t" and config.get("ifid", {}).get("gfid_t_backbones"):
+        values["backbone"] = sorted(config["ifid"]["gfid_t_backbones"])
+    return values
+
+
 def job_counts(config: Mapping[str, Any], rules: Iterable[str] | None = None) -> dict[str, int | None]:
     """Jobs per rule of a full run: the product of the rule's wildcard value counts (None if unknown).
 
     ``rules`` (default: every rule of :data:`RULE_FANOUT`) restricts and orders the result, e.g. to
     the rules a workflow actually defines.
     """
-    values = wildcard_values(config)
     names = list(RULE_FANOUT) if rules is None else list(rules)
     return {
-        name: (math.prod(len(values[w]) for w in RULE_FANOUT[name]) if name in RULE_FANOUT else None)
+        name: (math.prod(len(rule_values(name, config)[w]) for w in RULE_FANOUT[name]) if name in RULE_FANOUT else None)
         for name in names
     }
 
@@ -182,12 +190,11 @@ def plan(
     unknown = sorted(set(table) - set(names))
     if unknown:
         raise ValueError(f"compute_estimate.rules: no such rule(s) in the workflow: {', '.join(unknown)}")
-    values = wildcard_values(config)
     counts = job_counts(config, names)
     rows = []
     for name in names:
         entry = table.get(name)
-        hours = _rule_hours(name, entry, values, config) if entry is not None else None
+        hours = _rule_hours(name, entry, rule_values(name, config), config) if entry is not None else None
         rows.append(RulePlan(name, counts[name], hours, entry.get("source", "") if entry else ""))
     return rows
 

@@ -56,7 +56,9 @@ rule report:
         strips=expand(f"{RESULTS}/metrics/{{tok}}/interpolation.png", tok=TOKENIZERS),
         latent=rules.collect.input.latent,
         ifid_variants=expand(f"{RESULTS}/metrics/{{tok}}/ifid_variants.json", tok=TOKENIZERS),
-        gfid_t=expand(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", tok=TOKENIZERS, backbone=BACKBONES),
+        gfid_t=expand(
+            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", tok=TOKENIZERS, backbone=GFID_T_BACKBONES
+        ),
         trajectory=rules.collect.input.trajectory,
     output:
         f"{RESULTS}/report/index.html",

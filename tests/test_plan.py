@@ -173,3 +173,12 @@ def test_scale_config_numbers_follow_their_derivations():
         assert hours == pytest.approx(flops_to_gpu_hours(1000 * (100 * fwd + 234 + 11.42 + 704) * 1e9), rel=0.01)
     raw = yaml.safe_load((ROOT / "configs" / "scale-test.yaml").read_text())
     assert set(raw["compute_estimate"]["rules"]) <= set(RULE_FANOUT)
+
+
+def test_gfid_t_runs_on_the_listed_backbones_only(study):
+    assert job_counts(study)["gfid_t"] == 3 * 2
+    study["ifid"]["gfid_t_backbones"] = ["sit-b"]
+    assert job_counts(study)["gfid_t"] == 3 and job_counts(study)["train_diffusion"] == 3 * 2
+    study["ifid"]["gfid_t_backbones"] = ["nope"]
+    with pytest.raises(ConfigError, match="gfid_t_backbones: nope"):
+        check_config(study)

@@ -59,10 +59,11 @@ def _labels(labels_manifest: str | Path) -> torch.Tensor:
     return torch.from_numpy(ShardedSplit(Path(labels_manifest).parent).load_all(("label",))["label"])
 
 
-def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int) -> TrainSettings:
-    """Recipe optimisation values, overridden by the study's ``diffusion_training`` keys."""
+def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int, steps: int | None = None) -> TrainSettings:
+    """Recipe optimisation values, overridden by the study's ``diffusion_training`` keys and by
+    the backbone's own ``steps``."""
     return TrainSettings(
-        steps=overrides.get("steps", recipe.steps_for(size)),
+        steps=steps or overrides.get("steps", recipe.steps_for(size)),
         batch_size=overrides.get("batch_size", recipe.batch_size),
         lr=overrides.get("lr", recipe.lr),
         betas=tuple(recipe.betas),
@@ -97,7 +98,7 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
     labels = _labels(labels_manifest)
     if len(labels) != len(cache):
         raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
-    opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"])
+    opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"], backbone.get("steps"))
     device = init_distributed()
     seed_everything(opts.seed)  # the initial weights are part of the run's determinism
     model = build_backbone(backbone["size"], recipe.name, latent_shape, backbone["patch_size"], num_classes=num_classes)
