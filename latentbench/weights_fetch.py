@@ -235,6 +235,12 @@ def locate(entry: WeightEntry, weights_dir: str | Path | None) -> Path | None:
         return None
 
 
+def input_path(entry: WeightEntry, weights_dir: str | Path) -> Path:
+    """The path a workflow rule reads ``entry`` from: where :func:`locate` finds it, else
+    ``weights_dir/<file>``, the file the fetch rule writes."""
+    return locate(entry, weights_dir) or Path(weights_dir) / entry.file
+
+
 def missing(names: Iterable[str] | None, weights_dir: str | Path | None, manifest: Mapping[str, WeightEntry] | None = None) -> list[WeightEntry]:
     """The entries among ``names`` (default: all) that :func:`locate` cannot find."""
     manifest = load_manifest() if manifest is None else manifest

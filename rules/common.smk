@@ -6,9 +6,8 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from latentbench.config import SCHEMA_PATH, check_config
-from latentbench.features import feature_weights_file
 from latentbench.features.representations import fdr6_plan
-from latentbench.weights_fetch import load_manifest, locate, required_weights
+from latentbench.weights_fetch import input_path, load_manifest, required_weights
 
 # One readable line naming the bad key, before anything runs; then snakemake's own
 # validation against the same schema (it also fills the defaults).
@@ -28,7 +27,12 @@ SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
 # The FID / IS feature network and its weights: the DAG-trained demo net, or an external file
 # (found in weights_dir or the hub caches; else the path the fetch rule writes).
 FID_NET = config["feature_net"]["name"]
-FID_WEIGHTS = feature_weights_file(FID_NET, config["weights_dir"]) or f"{RESULTS}/features/demo-cnn.pt"
+WEIGHT_MANIFEST = load_manifest()  # external weights (latentbench/weights_manifest.yaml)
+FID_WEIGHTS = (
+    f"{RESULTS}/features/demo-cnn.pt"
+    if FID_NET == "demo-cnn"
+    else str(input_path(WEIGHT_MANIFEST["inception-v3-fid"], config["weights_dir"]))
+)
 
 
 def reference_stats(split):
@@ -115,7 +119,6 @@ def study_settings(*keys):
 
 # External weights (latentbench/weights_manifest.yaml), fetched by rules/weights.smk.
 WEIGHTS_DIR = config["weights_dir"]
-WEIGHT_MANIFEST = load_manifest()
 # downloadable entries by their file name in weights_dir (package files ship with their wheel)
 WEIGHT_BY_FILE = {
     e.file: e.name for e in WEIGHT_MANIFEST.values() if e.kind != "package"
@@ -129,6 +132,6 @@ def study_weights(wildcards):
         entry = WEIGHT_MANIFEST[name]
         if entry.kind != "package":
             paths.append(
-                str(locate(entry, WEIGHTS_DIR) or f"{WEIGHTS_DIR}/{entry.file}")
+                str(input_path(entry, WEIGHTS_DIR))
             )
     return paths

@@ -66,25 +66,6 @@ def load_feature_extractor(settings: dict, weights: str | Path, device: str | to
     return build_feature_extractor(settings["name"], weights=weights, device=device, **settings.get("options", {}))
 
 
-def feature_weights_file(name: str, weights_dir: str | Path) -> Path | None:
-    """The external weight file of feature network ``name`` (None for the DAG-trained demo net).
-
-    The file found in ``weights_dir`` or the Hugging Face / torch.hub caches
-    (latentbench.weights), else ``weights_dir/<file>``, the path the fetch rule writes to.
-    """
-    from latentbench.features import demo_net, inception
-    from latentbench.weights import WeightMissing, resolve_weight
-
-    if name == demo_net.NAME:
-        return None
-    if name != inception.NAME:
-        raise ValueError(f"feature_net.name: unknown feature network {name!r}")
-    try:
-        return resolve_weight(inception.WEIGHTS_NAME, inception.WEIGHTS_FILE, weights_dir, inception.WEIGHTS_SOURCE)
-    except WeightMissing:
-        return Path(weights_dir) / inception.WEIGHTS_FILE
-
-
 def _import_builtin() -> None:
     from latentbench.features import demo_net  # noqa: F401  (registers "demo-cnn")
     from latentbench.features import inception  # noqa: F401  (registers "inception-v3-compat")
