@@ -1,4 +1,4 @@
-"""Tokenizers behind one registry: pretrained adapters and the DAG-trained conv KL family.
+"""Tokenizers behind one registry: pretrained adapters and the DAG-trained KL families (conv, ViT).
 
 A config entry names a ``family``; :func:`build_tokenizer` hands the entry to the builder
 registered for that family, which validates the rest of the entry and returns a
@@ -39,7 +39,7 @@ def register_family(name: str) -> Callable:
 
 
 def _import_builtin() -> None:
-    from latentbench.tokenizers import kl_vae  # noqa: F401  (registers "conv_kl")
+    from latentbench.tokenizers import kl_vae, vit_vae  # noqa: F401  (register "conv_kl", "trans_kl")
 
 
 def known_families() -> list[str]:

@@ -14,6 +14,7 @@ The autoencoder works on images in [-1, 1]; :class:`ConvKLTokenizer` is the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -68,6 +69,10 @@ class ArchConfig:
         side = self.resolution // self.downsample_factor
         return (self.embed_dim, side, side)
 
+    def with_latent_channels(self, c: int) -> ArchConfig:
+        """The same architecture with ``c`` latent channels (``z_channels`` = ``embed_dim``)."""
+        return replace(self, z_channels=c, embed_dim=c)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ch_mult"] = list(self.ch_mult)
@@ -108,25 +113,28 @@ ARCH_PRESETS["demo"] = replace(ARCH_PRESETS["demo_ch32"], ch=16, num_res_blocks=
 ARCH_PRESETS["demo_d8"] = replace(ARCH_PRESETS["demo"], z_channels=8, embed_dim=8)
 
 
-def resolve_arch(arch: str | dict | ArchConfig) -> ArchConfig:
-    """A preset name, an :class:`ArchConfig`, or a dict of fields (optionally ``preset`` + overrides)."""
-    if isinstance(arch, ArchConfig):
+def resolve_preset(arch: Any, cls: type, presets: dict[str, Any]) -> Any:
+    """A preset name, a ``cls`` instance, or a dict of ``cls`` fields (optionally ``preset`` + overrides)."""
+    if isinstance(arch, cls):
         return arch
     if isinstance(arch, str):
-        if arch not in ARCH_PRESETS:
-            raise ValueError(f"unknown arch {arch!r}; known presets: {', '.join(sorted(ARCH_PRESETS))}")
-        return ARCH_PRESETS[arch]
+        if arch not in presets:
+            raise ValueError(f"unknown arch {arch!r}; known presets: {', '.join(sorted(presets))}")
+        return presets[arch]
     if isinstance(arch, dict):
         overrides = dict(arch)
-        base = ArchConfig()
-        if "preset" in overrides:
-            base = resolve_arch(str(overrides.pop("preset")))
-        known = {f.name for f in fields(ArchConfig)}
+        base = resolve_preset(str(overrides.pop("preset")), cls, presets) if "preset" in overrides else cls()
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown arch keys {unknown}; known: {sorted(known | {'preset'})}")
         return replace(base, **overrides)
     raise ValueError(f"arch must be a preset name or a dict, got {type(arch).__name__}")
+
+
+def resolve_arch(arch: str | dict | ArchConfig) -> ArchConfig:
+    """A conv preset name, an :class:`ArchConfig`, or a dict of fields (optionally ``preset`` + overrides)."""
+    return resolve_preset(arch, ArchConfig, ARCH_PRESETS)
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -359,16 +367,19 @@ class AutoencoderKL(nn.Module):
         return self.encoder.conv_out.weight
 
 
-class ConvKLTokenizer(Tokenizer):
-    """The trainable conv KL-VAE behind the :class:`Tokenizer` interface ([0, 1] images)."""
+class KLTokenizer(Tokenizer):
+    """A trainable KL autoencoder ``vae`` (working in [-1, 1]) behind the :class:`Tokenizer`
+    interface ([0, 1] images). ``vae.encode`` returns a :class:`DiagonalGaussian`; ``arch``
+    declares ``embed_dim`` (latent channels) and ``latent_shape``."""
 
     native_norm = "per-channel mean/std of the training latents"
+    masks_tokens = False  # True where the ``mae`` regulariser masks encoder input tokens
 
-    def __init__(self, arch: str | dict | ArchConfig = "demo") -> None:
+    def __init__(self, arch: Any, vae: nn.Module) -> None:
         super().__init__()
-        self.arch = resolve_arch(arch)
-        self.vae = AutoencoderKL(self.arch)
-        self.latent_shape = self.arch.latent_shape
+        self.arch = arch
+        self.vae = vae
+        self.latent_shape = tuple(arch.latent_shape)
         self.is_1d = False
         self.posterior = "gaussian"
 
@@ -388,17 +399,25 @@ class ConvKLTokenizer(Tokenizer):
         return (self.vae.decode(z) + 1.0) * 0.5
 
 
+class ConvKLTokenizer(KLTokenizer):
+    """The trainable conv KL-VAE (spec models.md §3.1) as a :class:`Tokenizer`."""
+
+    def __init__(self, arch: str | dict | ArchConfig = "demo") -> None:
+        arch = resolve_arch(arch)
+        super().__init__(arch, AutoencoderKL(arch))
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (works on the ``meta`` device)."""
     return sum(p.numel() for p in module.parameters())
 
 
-@register_family("conv_kl")
-def build_conv_kl(cfg: dict[str, Any]) -> ConvKLTokenizer:
-    """Registry builder for ``family: conv_kl``; validates the training keys it will meet later.
+def validated_arch(cfg: dict[str, Any], resolve: Callable[[Any], Any], default: str = "demo") -> Any:
+    """The architecture of a trainable-family config entry, after validating its training keys.
 
-    ``arch`` defaults to ``"demo"`` (the config schema's default); ``latent_channels``
-    overrides the latent width (``z_channels`` = ``embed_dim``), e.g. 8 for a "d64"-style sweep.
+    Checks ``regularizer``/``variant`` and ``kl_weight``; ``arch`` (preset name or dict) goes
+    through ``resolve``; ``latent_channels`` overrides the latent width (``z_channels`` =
+    ``embed_dim``), e.g. 8 for a "d64"-style sweep.
     """
     from latentbench.tokenizers.regularizers import parse_variant
 
@@ -406,10 +425,16 @@ def build_conv_kl(cfg: dict[str, Any]) -> ConvKLTokenizer:
     kl_weight = cfg.get("kl_weight", 1e-6)
     if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
         raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight!r}")
-    arch = resolve_arch(cfg.get("arch", "demo"))
+    arch = resolve(cfg.get("arch", default))
     if cfg.get("latent_channels") is not None:
         c = cfg["latent_channels"]
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"latent_channels must be a positive integer, got {c!r}")
-        arch = replace(arch, z_channels=c, embed_dim=c)
-    return ConvKLTokenizer(arch)
+        arch = arch.with_latent_channels(c)
+    return arch
+
+
+@register_family("conv_kl")
+def build_conv_kl(cfg: dict[str, Any]) -> ConvKLTokenizer:
+    """Registry builder for ``family: conv_kl`` (``arch`` defaults to ``"demo"``, the schema's default)."""
+    return ConvKLTokenizer(validated_arch(cfg, resolve_arch))

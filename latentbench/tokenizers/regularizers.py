@@ -5,7 +5,7 @@ loop stays one routine for all of them::
 
     plan = reg.plan(generator, batch, latent_hw)          # this step's random choices
     x_in, target = reg.encoder_input(x, plan)              # mae masks pixels; eq may downscale
-    posterior = vae.encode(x_in); z = posterior.sample()
+    posterior = reg.encode(vae, x_in, plan); z = posterior.sample()   # mae masks ViT tokens
     aux = reg.aux_terms(x_in, posterior, z)                # VF / REPA / LCR losses
     z, target = reg.decoder_input(z, target, plan)         # eq transforms z and x; lmr masks z
     x_hat = vae.decode(z)                                   # Eq. 12 against ``target``
@@ -23,11 +23,12 @@ callables take [0, 1] images. Clusters:
   ``flip``.
 - ``lcr``: SSVAE local correlation regularisation (``regularizers/calc_local_corr.py``).
 - ``lmr``: SSVAE latent masked reconstruction (``AutoencodingEngineSSVAE.apply_lmr``).
-- ``mae``: masked encoder input. The paper's ``mae`` is for the Trans. family (MAETok-style
-  token masking); this is the **conv adaptation**: image patches of side = the
-  downsampling factor (one patch = one latent position) are replaced by a learned mask
-  patch, ratio ``r' ~ TruncNormal(loc=r_max, scale=0.25, [r_min, r_max])`` (MAETok), and the
-  decoder reconstructs the full image.
+- ``mae``: masked encoder input at ratio ``r' ~ TruncNormal(loc=r_max, scale=0.25,
+  [r_min, r_max])`` (MAETok), per-sample random positions; the decoder reconstructs the
+  full image. On the Trans. family (the paper's use) the ViT encoder's input patch tokens
+  are replaced by its learned mask token (MAETok-style). On the conv family this is an
+  **adaptation**: image patches of side = the downsampling factor (one patch = one latent
+  position) are replaced by a learned mask patch.
 """
 
 from __future__ import annotations
@@ -276,6 +277,10 @@ class Regularizer(nn.Module):
         """(encoder input, reconstruction target) from images ``x`` in [-1, 1]."""
         return x, x
 
+    def encode(self, vae: nn.Module, x_in: torch.Tensor, plan: dict[str, Any]) -> DiagonalGaussian:
+        """The posterior of the encoder input."""
+        return vae.encode(x_in)
+
     def decoder_input(
         self, z: torch.Tensor, target: torch.Tensor, plan: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,14 +438,16 @@ class LmrRegularizer(Regularizer):
 
 
 class MaeRegularizer(Regularizer):
-    """Conv adaptation of MAE-style encoder masking (see the module docstring)."""
+    """MAE-style encoder masking: ViT input tokens (``tokens=True``) or, on conv encoders, the
+    image patch behind each latent position (see the module docstring)."""
 
     name = "mae"
 
-    def __init__(self, r_max: float, patch: int, r_min: float = 0.0, scale: float = 0.25) -> None:
+    def __init__(self, r_max: float, patch: int, r_min: float = 0.0, scale: float = 0.25, tokens: bool = False) -> None:
         super().__init__()
-        self.r_max, self.r_min, self.scale, self.patch = r_max, r_min, scale, patch
-        self.mask_patch = nn.Parameter(torch.zeros(1, 3, patch, patch))  # learned, init mid-grey
+        self.r_max, self.r_min, self.scale, self.patch, self.tokens = r_max, r_min, scale, patch, tokens
+        if not tokens:
+            self.mask_patch = nn.Parameter(torch.zeros(1, 3, patch, patch))  # learned, init mid-grey
 
     def plan(self, generator: torch.Generator, batch_size: int, latent_hw: tuple[int, int]) -> dict[str, Any]:
         ratio = sample_mask_ratio(generator, self.r_max, self.r_min, self.scale)
@@ -453,12 +460,17 @@ class MaeRegularizer(Regularizer):
 
     def encoder_input(self, x: torch.Tensor, plan: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = plan["mask"].to(x.device)
-        if not bool(mask.any()):
+        if self.tokens or not bool(mask.any()):
             return x, x
         p = self.patch
         pixel_mask = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)
         tiles = self.mask_patch.to(x.dtype).repeat(1, 1, x.shape[-2] // p, x.shape[-1] // p)
         return torch.where(pixel_mask, tiles, x), x
+
+    def encode(self, vae: nn.Module, x_in: torch.Tensor, plan: dict[str, Any]) -> DiagonalGaussian:
+        if not self.tokens:
+            return vae.encode(x_in)
+        return vae.encode(x_in, token_mask=plan["mask"])
 
 
 def build_regularizer(
@@ -467,8 +479,12 @@ def build_regularizer(
     downsample_factor: int,
     target_features: TargetFeatures | None = None,
     feature_dim: int | None = None,
+    masks_tokens: bool = False,
 ) -> Regularizer:
-    """The regulariser named by ``cfg["regularizer"]``/``cfg["variant"]``, options from ``cfg["reg_options"]``."""
+    """The regulariser named by ``cfg["regularizer"]``/``cfg["variant"]``, options from ``cfg["reg_options"]``.
+
+    ``masks_tokens``: the encoder takes a ``token_mask`` (ViT), so ``mae`` masks its input tokens.
+    """
     name = cfg.get("regularizer", "baseline")
     params = parse_variant(name, cfg.get("variant"))
     options = dict(cfg.get("reg_options") or {})
@@ -498,5 +514,7 @@ def build_regularizer(
     if name == "lmr":
         return LmrRegularizer(params["probs"], latent_channels)
     if name == "mae":
-        return MaeRegularizer(params["r_max"], downsample_factor, float(opt["mae_r_min"]), float(opt["mae_scale"]))
+        return MaeRegularizer(
+            params["r_max"], downsample_factor, float(opt["mae_r_min"]), float(opt["mae_scale"]), masks_tokens
+        )
     return Regularizer()

@@ -1,4 +1,4 @@
-"""Resumable, deterministic training of the conv KL tokenizer family with Eq. 12 + a regulariser.
+"""Resumable, deterministic training of the KL tokenizer families (conv, ViT) with Eq. 12 + a regulariser.
 
 One step (spec models.md §3.3, LightningDiT ``vavae/ldm/models/autoencoder.py``
 ``training_step``): autoencoder update on Eq. 12 (plus the regulariser's hooks and terms),
@@ -41,10 +41,11 @@ from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.seeding import derive_seed, set_threads
 from latentbench.tokenizers import build_tokenizer, save_tokenizer
 from latentbench.tokenizers.discriminator import NLayerDiscriminator
-from latentbench.tokenizers.kl_vae import ConvKLTokenizer
+from latentbench.tokenizers.kl_vae import KLTokenizer
 from latentbench.tokenizers.losses import Eq12Loss, Perceptual
 from latentbench.tokenizers.regularizers import TargetFeatures, build_regularizer
 
+TRAINABLE_FAMILIES = ("conv_kl", "trans_kl")
 DEMO_STEPS = 400
 DEMO_BATCH = 16
 DEMO_LR = 1e-3
@@ -137,7 +138,7 @@ def _check_positive(**values: float) -> None:
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer: ConvKLTokenizer, images: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
+def evaluate_tokenizer(tokenizer: KLTokenizer, images: torch.Tensor, batch_size: int = 128) -> dict[str, float]:
     """Reconstruction and latent statistics on [0, 1] images (posterior mean decoded).
 
     ``mse`` and ``psnr`` on the clamped reconstruction; ``posterior_std`` = mean posterior std;
@@ -208,8 +209,10 @@ def train_tokenizer(
         raise ValueError(f"disc_start must be >= 0, got {disc_start}")
     if max_steps_this_run is not None and max_steps_this_run < 1:
         raise ValueError(f"max_steps_this_run must be >= 1, got {max_steps_this_run}")
-    if cfg.get("family") != "conv_kl":
-        raise ValueError(f"train_tokenizer trains family 'conv_kl', got family {cfg.get('family')!r}")
+    if cfg.get("family") not in TRAINABLE_FAMILIES:
+        raise ValueError(
+            f"train_tokenizer trains families {', '.join(TRAINABLE_FAMILIES)}, got family {cfg.get('family')!r}"
+        )
     set_threads(threads)
     device = torch.device(device)
     source = ShardedSplit(train_split) if isinstance(train_split, (str, Path)) else train_split
@@ -229,7 +232,9 @@ def train_tokenizer(
     torch.manual_seed(derive_seed(seed, "init"))
     tokenizer = build_tokenizer(cfg).to(device)
     arch = tokenizer.arch
-    reg = build_regularizer(cfg, arch.embed_dim, arch.downsample_factor, target_features, feature_dim).to(device)
+    reg = build_regularizer(
+        cfg, arch.embed_dim, arch.downsample_factor, target_features, feature_dim, tokenizer.masks_tokens
+    ).to(device)
     disc_cfg = _disc_config(cfg, arch.resolution)
     disc = NLayerDiscriminator(3, disc_cfg["ndf"], disc_cfg["n_layers"]).to(device)
     loss_fn = Eq12Loss(
@@ -342,7 +347,7 @@ def train_tokenizer(
 
 def _train_step(
     x: torch.Tensor,
-    tokenizer: ConvKLTokenizer,
+    tokenizer: KLTokenizer,
     reg: torch.nn.Module,
     disc: NLayerDiscriminator,
     loss_fn: Eq12Loss,
@@ -358,7 +363,7 @@ def _train_step(
     vae = tokenizer.vae
     plan = reg.plan(generator, x.shape[0], latent_hw)
     x_in, target = reg.encoder_input(x, plan)
-    posterior = vae.encode(x_in)
+    posterior = reg.encode(vae, x_in, plan)
     z = posterior.sample(generator)
     aux = reg.aux_terms(x_in, posterior, z)
     z_dec, target = reg.decoder_input(z, target, plan)

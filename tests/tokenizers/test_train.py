@@ -51,16 +51,26 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
         assert torch.equal(v, b[k]), k
 
 
+VIT_ARCH = {"preset": "demo", "patch_size": 2, "width": 16, "depth": 1, "z_channels": 2}  # latent 2x16x16
+
+
+def _vit(regularizer="baseline", variant=None):
+    return {"family": "trans_kl", "arch": VIT_ARCH, "regularizer": regularizer, "variant": variant}
+
+
 RESUME_CASES = [
     _cfg(kl_weight=1e-3),
     _cfg("mcos+mdms", "demo-cnn"),
     _cfg("eq", "scale"),
     _cfg("lmr", "p0.1-0.15-0.15"),
     _cfg("mae", "r0.7"),
+    _vit("mae", "r0.7"),  # MAETok-style token masking
+    _vit("eq", "scale"),  # downscaled inputs and latents: resampled position embeddings
+    _vit("lcr", "w0.02-th0.75"),
 ]
 
 
-@pytest.mark.parametrize("cfg", RESUME_CASES, ids=lambda c: c["regularizer"])
+@pytest.mark.parametrize("cfg", RESUME_CASES, ids=lambda c: f"{c['family']}-{c['regularizer']}")
 def test_resume_is_bitwise_identical(tmp_path, images, net, cfg):
     kw = dict(feature_net=net, steps=4, batch_size=8, disc_start=1, seed=3, checkpoint_every=2, **QUIET)
     full = train_tokenizer(cfg, images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
