@@ -76,7 +76,8 @@ def main() -> int:
     corr = study / "correlations.csv"
     if corr.exists():
         table = pd.read_csv(corr)
-        print(table[["backbone", "cfg_scale", "metric", "n", "pcc", "pcc_lo", "pcc_hi", "srcc"]].round(2).to_string(index=False))
+        columns = ["family", "backbone", "cfg_scale", "metric", "n", "pcc", "pcc_lo", "pcc_hi", "srcc"]
+        print(table[columns].round(2).to_string(index=False))
     if args.keep:
         print(f"results kept in {results}")
     else:

@@ -60,6 +60,10 @@ def check_config(config: dict) -> dict:
     unknown = sorted(set(config["ifid"]["gfid_t_backbones"]) - set(config["backbones"]))
     if unknown:
         raise ConfigError(f"config error at ifid.gfid_t_backbones: {', '.join(unknown)} not in backbones")
+    for tok, spec in config["tokenizers"].items():
+        unknown = sorted(set(spec.get("backbones") or ()) - set(config["backbones"]))
+        if unknown:
+            raise ConfigError(f"config error at tokenizers.{tok}.backbones: {', '.join(unknown)} not in backbones")
     if config["data"]["kind"] == "imagefolder" and not config["data"].get("root"):
         raise ConfigError("config error at data.root: required when data.kind is imagefolder")
     return config
@@ -76,3 +80,40 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     config.update(overrides or {})
     return check_config(config)
+
+
+# Tokenizer keys that only place the tokenizer in the analyses; the model does not depend on them.
+ANALYSIS_KEYS = ("label", "study_family", "backbones")
+
+
+def model_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A tokenizer entry without its analysis-only keys: what training depends on (so relabelling
+    or regrouping a tokenizer never retrains it)."""
+    return {k: v for k, v in spec.items() if k not in ANALYSIS_KEYS}
+
+
+def study_family(spec: dict[str, Any]) -> str:
+    """The tokenizer family a config entry belongs to in the analyses (correlations are computed
+    within one family, spec metrics-diffusability §13): its ``study_family``, else
+    ``<conv|trans>-<arch preset>`` (+ ``-d<C>`` for a ``latent_channels`` override), the shape of
+    the study's Table 1 labels (conv-f16d32, conv-f16d64, trans-f16d32)."""
+    if spec.get("study_family"):
+        return str(spec["study_family"])
+    arch = spec.get("arch", "demo")
+    label = f"{str(spec['family']).removesuffix('_kl')}-{arch if isinstance(arch, str) else 'custom'}"
+    return label + (f"-d{spec['latent_channels']}" if spec.get("latent_channels") else "")
+
+
+def tokenizer_backbones(config: dict[str, Any], tok: str) -> list[str]:
+    """The diffusion backbones trained on tokenizer ``tok``: its ``backbones`` list, else all (sorted)."""
+    return sorted(config["tokenizers"][tok].get("backbones") or config["backbones"])
+
+
+def model_pairs(config: dict[str, Any], backbones: list[str] | None = None) -> list[tuple[str, str]]:
+    """(tokenizer, backbone) of every diffusion model the study trains, sorted; only ``backbones`` if given."""
+    return [
+        (tok, bb)
+        for tok in sorted(config["tokenizers"])
+        for bb in tokenizer_backbones(config, tok)
+        if backbones is None or bb in backbones
+    ]

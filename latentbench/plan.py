@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from latentbench.config import model_pairs
+
 __all__ = [
     "EFFECTIVE_TFLOPS",
     "RULE_FANOUT",
@@ -30,6 +32,7 @@ __all__ = [
     "flops_to_gpu_hours",
     "format_plan",
     "job_counts",
+    "jobs_per_value",
     "plan",
     "print_estimate",
     "training_gpu_hours",
@@ -132,20 +135,37 @@ def rule_values(name: str, config: Mapping[str, Any]) -> dict[str, list[str]]:
     return values
 
 
+def jobs_per_value(name: str, config: Mapping[str, Any], wildcard: str | None = None) -> dict[str, int]:
+    """Jobs of rule ``name`` per value of ``wildcard`` (``None``: one entry ``""`` with all its jobs).
+
+    A rule over both ``tok`` and ``backbone`` runs once per trained (tokenizer, backbone) pair
+    (:func:`latentbench.config.model_pairs`: a tokenizer's ``backbones``, else all), times its
+    other wildcards' value counts; any other rule runs once per combination of its wildcards.
+    """
+    fanout, values = RULE_FANOUT[name], rule_values(name, config)
+    paired = "tok" in fanout and "backbone" in fanout
+    pairs = model_pairs(config, values["backbone"]) if paired else []
+    factors = [w for w in fanout if not (paired and w in ("tok", "backbone"))]
+    if wildcard is None or wildcard not in fanout:
+        return {"": (len(pairs) if paired else 1) * math.prod(len(values[w]) for w in factors)}
+    rest = math.prod(len(values[w]) for w in factors if w != wildcard)
+    if paired and wildcard in ("tok", "backbone"):
+        at = 0 if wildcard == "tok" else 1
+        return {v: rest * sum(1 for pair in pairs if pair[at] == v) for v in values[wildcard]}
+    return {v: rest * (len(pairs) if paired else 1) for v in values[wildcard]}
+
+
 def job_counts(config: Mapping[str, Any], rules: Iterable[str] | None = None) -> dict[str, int | None]:
-    """Jobs per rule of a full run: the product of the rule's wildcard value counts (None if unknown).
+    """Jobs per rule of a full run (None for a rule whose fan-out is unknown).
 
     ``rules`` (default: every rule of :data:`RULE_FANOUT`) restricts and orders the result, e.g. to
     the rules a workflow actually defines.
     """
     names = list(RULE_FANOUT) if rules is None else list(rules)
-    return {
-        name: (math.prod(len(rule_values(name, config)[w]) for w in RULE_FANOUT[name]) if name in RULE_FANOUT else None)
-        for name in names
-    }
+    return {name: jobs_per_value(name, config)[""] if name in RULE_FANOUT else None for name in names}
 
 
-def _rule_hours(name: str, entry: Mapping[str, Any], values: dict[str, list[str]], config: Mapping[str, Any]) -> float:
+def _rule_hours(name: str, entry: Mapping[str, Any], config: Mapping[str, Any]) -> float:
     """Total GPU-hours of one rule: per-job hours (with ``by`` overrides) summed over its jobs."""
     fanout = RULE_FANOUT.get(name, ())
     default = float(entry["gpu_hours_per_job"])
@@ -159,12 +179,13 @@ def _rule_hours(name: str, entry: Mapping[str, Any], values: dict[str, list[str]
                 f"compute_estimate.rules.{name}.by: rule {name!r} has no wildcard {wildcard!r} "
                 f"(its wildcards: {', '.join(fanout) or 'none'})"
             )
-        others = math.prod(len(values[w]) for w in fanout if w != wildcard)
         # first matching glob wins, like a case statement
-        per_value = [next((float(h) for p, h in patterns.items() if fnmatch.fnmatchcase(v, p)), default) for v in values[wildcard]]
-        total = sum(per_value) * others
+        total = sum(
+            jobs * next((float(h) for p, h in patterns.items() if fnmatch.fnmatchcase(v, p)), default)
+            for v, jobs in jobs_per_value(name, config, wildcard).items()
+        )
     else:
-        total = default * math.prod(len(values[w]) for w in fanout)
+        total = default * jobs_per_value(name, config)[""]
     if entry.get("per_samples"):
         # hours are stated for per_samples generated samples; a job draws num_samples / shards
         sampling = config["sampling"]
@@ -194,7 +215,7 @@ def plan(
     rows = []
     for name in names:
         entry = table.get(name)
-        hours = _rule_hours(name, entry, rule_values(name, config), config) if entry is not None else None
+        hours = _rule_hours(name, entry, config) if entry is not None else None
         rows.append(RulePlan(name, counts[name], hours, entry.get("source", "") if entry else ""))
     return rows
 

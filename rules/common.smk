@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from latentbench.config import SCHEMA_PATH, check_config
+from latentbench.config import SCHEMA_PATH, check_config, model_pairs, model_spec
 from latentbench.features.representations import fdr6_plan
 from latentbench.weights_fetch import input_path, load_manifest, required_weights
 
@@ -23,6 +23,9 @@ TOKENIZERS = sorted(config["tokenizers"])
 BACKBONES = sorted(config["backbones"])
 CFG_SCALES = [f"{w:g}" for w in config["sampling"]["cfg_scales"]]
 GFID_T_BACKBONES = config["ifid"]["gfid_t_backbones"] or BACKBONES
+# (tokenizer, backbone) of every diffusion model: a tokenizer's `backbones`, else all of them.
+PAIRS = model_pairs(config)
+GFID_T_PAIRS = model_pairs(config, GFID_T_BACKBONES)
 SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
 # The FID / IS feature network and its weights: the DAG-trained demo net, or an external file
 # (found in weights_dir or the hub caches; else the path the fetch rule writes).
@@ -69,6 +72,11 @@ wildcard_constraints:
 def as_json(obj):
     """A config fragment as one JSON string for a rule's params (a change re-runs the job)."""
     return json.dumps(obj, sort_keys=True)
+
+
+def expand_pairs(pattern, pairs=PAIRS):
+    """``pattern`` filled with each (tok, backbone) pair."""
+    return expand(pattern, zip, tok=[t for t, _ in pairs], backbone=[b for _, b in pairs])
 
 
 def parent(path, levels=1):

@@ -4,18 +4,12 @@
 rule collect:
     input:
         reconstruction=expand(f"{RESULTS}/metrics/{{tok}}/reconstruction.json", tok=TOKENIZERS),
-        generation=expand(
-            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json", tok=TOKENIZERS, backbone=BACKBONES
-        ),
+        generation=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/generation.json"),
         latent_stats=expand(f"{RESULTS}/latents/{{tok}}/val/stats.json", tok=TOKENIZERS),
         latent=expand(f"{RESULTS}/metrics/{{tok}}/latent.json", tok=TOKENIZERS),
         baselines=expand(f"{RESULTS}/metrics/{{tok}}/baselines.json", tok=TOKENIZERS),
-        trajectory=expand(
-            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json", tok=TOKENIZERS, backbone=BACKBONES
-        ),
-        diffusion_loss=expand(
-            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json", tok=TOKENIZERS, backbone=BACKBONES
-        ),
+        trajectory=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json"),
+        diffusion_loss=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json"),
     output:
         f"{RESULTS}/metrics.csv",
     params:
@@ -56,9 +50,7 @@ rule report:
         strips=expand(f"{RESULTS}/metrics/{{tok}}/interpolation.png", tok=TOKENIZERS),
         latent=rules.collect.input.latent,
         ifid_variants=expand(f"{RESULTS}/metrics/{{tok}}/ifid_variants.json", tok=TOKENIZERS),
-        gfid_t=expand(
-            f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", tok=TOKENIZERS, backbone=GFID_T_BACKBONES
-        ),
+        gfid_t=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", GFID_T_PAIRS),
         trajectory=rules.collect.input.trajectory,
     output:
         f"{RESULTS}/report/index.html",

@@ -8,7 +8,7 @@ rule train_tokenizer:
     output:
         f"{RESULTS}/tokenizers/{{tok}}/model.pt",
     params:
-        spec=lambda w: as_json(config["tokenizers"][w.tok]),
+        spec=lambda w: as_json(model_spec(config["tokenizers"][w.tok])),
         settings=study_settings("tokenizer_training"),
         checkpoint=lambda w: f"{RESULTS}/tokenizers/{w.tok}/checkpoint.pt",
     threads: config["threads"]

@@ -182,3 +182,21 @@ def test_gfid_t_runs_on_the_listed_backbones_only(study):
     study["ifid"]["gfid_t_backbones"] = ["nope"]
     with pytest.raises(ConfigError, match="gfid_t_backbones: nope"):
         check_config(study)
+
+
+def test_per_tokenizer_backbones_count_trained_pairs_only(study):
+    # b-trans-x is trained with sit-b alone (the study's Fig. 6 families: SiT-B only)
+    study["tokenizers"]["b-trans-x"]["backbones"] = ["sit-b"]
+    counts = job_counts(study)
+    assert counts["train_diffusion"] == 5 and counts["generation_metrics"] == 5
+    assert counts["sample"] == 5 * 2 * 3 and counts["train_tokenizer"] == 3
+    study["ifid"]["gfid_t_backbones"] = ["sit-xl"]
+    assert job_counts(study)["gfid_t"] == 2  # a and c; b-trans-x has no sit-xl model
+    compute = {"rules": {"train_diffusion": {"gpu_hours_per_job": 1.0, "by": {"backbone": {"*-xl": 10.0}}, "source": "s"},
+                         "sample": {"gpu_hours_per_job": 1.0, "by": {"tok": {"b-*": 7.0}}, "source": "s"}}}
+    rows = {r.rule: r for r in plan(study, compute)}
+    assert rows["train_diffusion"].gpu_hours == pytest.approx(3 * 1.0 + 2 * 10.0)
+    assert rows["sample"].gpu_hours == pytest.approx((4 * 1.0 + 1 * 7.0) * 2 * 3)
+    study["tokenizers"]["a"]["backbones"] = ["sit-b", "nope"]
+    with pytest.raises(ConfigError, match="tokenizers.a.backbones: nope"):
+        check_config(study)

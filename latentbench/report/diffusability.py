@@ -380,8 +380,25 @@ def _stability(study: _Study) -> dict[str, Any]:
             x = oriented(units, metric).to_numpy() if len(units) else np.array([])
             cells.append(_corr_cell(x, units[target].to_numpy(float), study.n_boot, study.seed))
         rows.append({"metric": metric, "label": oriented_label(metric), "cells": cells})
+    # The paper's Figs. 5-6 panels: one row per backbone / family setting, one column per main proxy
+    grid = [(c, u, [row["cells"][i] for row in rows]) for i, (c, u) in enumerate(zip(columns, unit_sets))
+            if c["kind"].split(" ")[0] in ("primary", "backbone", "family") and len(u)]
+    figure = None
+    if len(grid) > 1:
+        palette = _regulariser_palette(study.frame)
+        with _theme():
+            fig, axes = plt.subplots(len(grid), len(proxies), figsize=(2.3 * len(proxies), 2.1 * len(grid)),
+                                     squeeze=False)
+            for ax_row, (column, units, cells) in zip(axes, grid):
+                where = f"{column['family']}, {column['backbone']}" if len(study.families) > 1 else column["backbone"]
+                for ax, metric, cell in zip(ax_row, proxies, cells):
+                    _scatter_panel(ax, units, oriented(units, metric).to_numpy(), palette,
+                                   f"{where}\n{oriented_label(metric)}: r = {cell['text']}", oriented_label(metric))
+            fig.tight_layout()
+            _regulariser_legend(fig, study.frame, palette)
+            figure = _uri(fig)
     return {"available": True, "why": None, "notes": notes, "columns": columns, "rows": rows,
-            "multi_family": len(study.families) > 1}
+            "multi_family": len(study.families) > 1, "figure": figure}
 
 
 # --------------------------------------------------------------------------- Figs. 7 / 25

@@ -61,30 +61,37 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
         not_run.update(read_json(done).get("not_run", {}))
 
     figures = []
-    for (backbone, scale), group in frame.groupby(["backbone", "cfg_scale"], sort=True):
-        c = corr[(corr["backbone"] == backbone) & (corr["cfg_scale"] == scale)]
-        title = f"{backbone}, guidance w = {scale:g}: metric vs {info(target).label} (one point per tokenizer)"
+    setting = ["family", "backbone", "cfg_scale"]
+    for (family, backbone, scale), group in frame.groupby(setting, sort=True):
+        c = corr[(corr["family"] == family) & (corr["backbone"] == backbone) & (corr["cfg_scale"] == scale)]
+        title = f"{family}, {backbone}, guidance w = {scale:g}: metric vs {info(target).label} (one point per tokenizer)"
         figures.append({"title": title, "src": data_uri(scatter_grid(group, c, metrics, target, title))})
 
     scales = sorted(frame["cfg_scale"].unique())
+    backbones = sorted(frame["backbone"].unique())
     per_tok = []
     for tok, group in frame.groupby("tokenizer", sort=True):
         first = group.iloc[0]
         row = {"tokenizer": tok, "regularizer": first["regularizer"], "variant": first["variant"], "kl_weight": first["kl_weight"]}
         row.update({m: _fmt(first[m]) for m in ("rfid", "ifid", "psnr", "ssim")})
-        for bb, g in group.groupby("backbone"):
+        row["family"] = first["family"]
+        for bb in backbones:
+            g = group[group["backbone"] == bb]
+            if not len(g):  # this backbone is not trained on this tokenizer (its `backbones` list)
+                row.update({f"{k}/{bb}{s}": "—" for k in ("gfid", "is") for s in (f"/{w:g}" for w in scales)})
+                row[f"diffusion_loss/{bb}"] = "—"
+                continue
             row[f"diffusion_loss/{bb}"] = _fmt(g["diffusion_loss"].iloc[0], 4)
             for scale in scales:
                 sel = g[g["cfg_scale"] == scale]
                 row[f"gfid/{bb}/{scale:g}"] = _fmt(sel["gfid"].iloc[0] if len(sel) else None)
                 row[f"is/{bb}/{scale:g}"] = _fmt(sel["is"].iloc[0] if len(sel) else None)
         per_tok.append(row)
-    backbones = sorted(frame["backbone"].unique())
 
     corr_rows = []
     for metric in metrics:
         cells = []
-        for (bb, scale), c in corr[corr["metric"] == metric].groupby(["backbone", "cfg_scale"], sort=True):
+        for _, c in corr[corr["metric"] == metric].groupby(setting, sort=True):
             r = c.iloc[0]
             cells.append(
                 {
@@ -96,7 +103,7 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
                 }
             )
         corr_rows.append({"metric": info(metric).label, "higher_is_better": info(metric).higher_is_better, "cells": cells})
-    corr_columns = [f"{bb}, w = {scale:g}" for (bb, scale), _ in corr.groupby(["backbone", "cfg_scale"], sort=True)]
+    corr_columns = [f"{fam}, {bb}, w = {scale:g}" for (fam, bb, scale), _ in corr.groupby(setting, sort=True)]
 
     thumbnails = []
     for tok in sorted(frame["tokenizer"].unique()):

@@ -9,6 +9,7 @@ import pandas as pd
 
 from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
+from latentbench.config import study_family
 from latentbench.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ ID_COLUMNS = ["tokenizer", "label", "family", "regularizer", "variant", "kl_weig
 
 
 def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, backbones: dict, out: str | Path) -> pd.DataFrame:
-    """One row per tokenizer x backbone x guidance scale with every metric the study computed,
-    plus each tokenizer's latent shape and mean posterior std (from its val latent cache)."""
+    """One row per trained (tokenizer, backbone) x guidance scale with every metric the study computed,
+    plus each tokenizer's latent shape and mean posterior std (from its val latent cache). ``family``
+    is the tokenizer's study family (:func:`latentbench.config.study_family`)."""
     metrics_dir = Path(metrics_dir)
     rows = []
     for tok, spec in sorted(tokenizers.items()):
@@ -26,7 +28,8 @@ def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, 
         recon = read_json(metrics_dir / tok / "reconstruction.json")
         per_tok = {**read_json(metrics_dir / tok / "latent.json"), **read_json(metrics_dir / tok / "baselines.json")}
         latent_values = {k: per_tok[k] for k in METRICS if k in per_tok}
-        for bb, bspec in sorted(backbones.items()):
+        for bb in sorted(spec.get("backbones") or backbones):
+            bspec = backbones[bb]
             generation = read_json(metrics_dir / tok / bb / "generation.json")
             loss = read_json(metrics_dir / tok / bb / "diffusion_loss.json")
             traj = read_json(metrics_dir / tok / bb / "trajectory.json")
@@ -35,7 +38,7 @@ def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, 
                     {
                         "tokenizer": tok,
                         "label": spec.get("label", tok),
-                        "family": spec["family"],
+                        "family": study_family(spec),
                         "regularizer": spec.get("regularizer", "baseline"),
                         "variant": spec.get("variant", "-"),
                         "kl_weight": spec.get("kl_weight"),
@@ -74,13 +77,15 @@ def metric_columns(frame: pd.DataFrame, target: str) -> list[str]:
 
 
 def correlations(frame: pd.DataFrame, target: str, n_boot: int, seed: int) -> pd.DataFrame:
-    """PCC and SRCC (with 95% bootstrap intervals) of every metric with the target, per backbone x scale."""
+    """PCC and SRCC (with 95% bootstrap intervals) of every metric with the target, per tokenizer
+    family x backbone x scale (the study correlates within one family, spec metrics-diffusability §13)."""
     rows = []
-    for (backbone, scale), group in frame.groupby(["backbone", "cfg_scale"], sort=True):
+    for (family, backbone, scale), group in frame.groupby(["family", "backbone", "cfg_scale"], sort=True):
         for metric in metric_columns(frame, target):
             result = correlate(group[metric].to_numpy(float), group[target].to_numpy(float), n_boot=n_boot, seed=seed)
             rows.append(
                 {
+                    "family": family,
                     "backbone": backbone,
                     "cfg_scale": scale,
                     "metric": metric,

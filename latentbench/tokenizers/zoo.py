@@ -102,8 +102,8 @@ _TABLE1 = """
 86,Trans,f16d32,mae,r0.7
 """
 
-# Registry family per Table 1 architecture. "trans_kl" (spec models.md §3.2, ViT-B/16 pair,
-# an assumption) is not implemented yet; its rows are listed so studies can refer to them.
+# Registry family per Table 1 architecture: the conv KL-VAE (models.md §3.1) and the ViT KL-VAE
+# (models.md §3.2, a ViT-B/16 pair: the spec's assumption, the paper gives no architecture).
 ARCH_FAMILY = {"Conv": "conv_kl", "Trans": "trans_kl"}
 
 
@@ -158,11 +158,12 @@ def cluster_counts(family: str | None = None) -> dict[str, int]:
 
 
 def tokenizer_config(row: ZooEntry | int, kl_weight: float = 1e-6) -> dict:
-    """The registry config entry for a Table 1 row at paper scale (Eq. 12 weights of §11.1)."""
+    """The study config entry (``tokenizers.<row.name>``) for a Table 1 row at paper scale (Eq. 12
+    weights of §11.1), in its Table 1 family."""
     row = entry(row) if isinstance(row, int) else row
     return {
-        "name": row.name,
         "family": ARCH_FAMILY[row.arch],
+        "study_family": row.family,
         "arch": row.config,
         "regularizer": row.cluster,
         "variant": row.variant,

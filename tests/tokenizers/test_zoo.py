@@ -6,6 +6,7 @@ import pytest
 
 from latentbench.tokenizers import build_tokenizer
 from latentbench.tokenizers.regularizers import parse_variant
+from latentbench.config import check_config
 from latentbench.tokenizers.zoo import TABLE1, cluster_counts, entry, family_counts, tokenizer_config
 
 
@@ -38,7 +39,7 @@ def test_specific_rows_and_names():
         entry(87)
 
 
-def test_every_variant_parses_and_conv_rows_build_on_meta():
+def test_every_variant_parses_and_rows_build_on_meta():
     import torch
 
     for row in TABLE1:
@@ -48,4 +49,10 @@ def test_every_variant_parses_and_conv_rows_build_on_meta():
     with torch.device("meta"):
         tok = build_tokenizer(cfg)
     assert tok.latent_shape == (64, 16, 16)
-    assert tokenizer_config(entry(70))["family"] == "trans_kl"
+    trans = tokenizer_config(entry(70))
+    assert trans["family"] == "trans_kl" and trans["study_family"] == "trans-f16d32"
+    with torch.device("meta"):
+        assert build_tokenizer(trans).latent_shape == (32, 16, 16)  # ViT-B/16 pair, models.md §3.2
+    config = {"study": "zoo", "data": {"kind": "synthetic"}, "backbones": {"b": {"size": "B", "recipe": "study_sit"}},
+              "tokenizers": {row.name: tokenizer_config(row) for row in TABLE1}}
+    check_config(config)  # every row is a valid study config entry

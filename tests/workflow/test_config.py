@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentbench.config import ConfigError, check_config, load_config
+from latentbench.config import ConfigError, check_config, load_config, model_pairs, model_spec, study_family
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +59,21 @@ def test_snakemake_stops_on_bad_config(tmp_path, demo):
     )
     assert proc.returncode != 0
     assert "config error at tokenizers.vf.regularizer: 'vff' is not one of" in proc.stdout + proc.stderr
+
+
+def test_study_family_labels_and_analysis_keys():
+    assert study_family({"family": "conv_kl"}) == "conv-demo"  # the schema's default arch
+    assert study_family({"family": "trans_kl", "arch": "f16d32"}) == "trans-f16d32"
+    assert study_family({"family": "conv_kl", "arch": "f16d32", "latent_channels": 64}) == "conv-f16d32-d64"
+    assert study_family({"family": "conv_kl", "arch": {"ch": 8}}) == "conv-custom"
+    assert study_family({"family": "conv_kl", "arch": "demo_d8", "study_family": "conv-f16d64"}) == "conv-f16d64"
+    spec = {"family": "conv_kl", "arch": "demo", "label": "x", "study_family": "f", "backbones": ["b"]}
+    assert model_spec(spec) == {"family": "conv_kl", "arch": "demo"}  # relabelling never retrains
+
+
+def test_model_pairs_follow_per_tokenizer_backbones(demo):
+    config = check_config(copy.deepcopy(demo))
+    pairs = model_pairs(config)
+    assert len(pairs) == sum(len(s.get("backbones") or config["backbones"]) for s in config["tokenizers"].values())
+    only = next(iter(config["backbones"]))
+    assert {b for _, b in model_pairs(config, [only])} == {only}

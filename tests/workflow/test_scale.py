@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -35,13 +36,15 @@ def fdr6_jobs(config: dict, runnable: bool) -> int:
 
 
 def expected_jobs(config: dict, fdr6_runnable: bool) -> dict[str, int]:
-    """Jobs per rule of a full run of ``config``: tokenizers x per-tokenizer rules + pairs x (scales x
-    shards + per-pair rules) + the study-wide rules (+ FDr6's references where its weights are)."""
-    n_tok, n_bb = len(config["tokenizers"]), len(config["backbones"])
+    """Jobs per rule of a full run of ``config``: tokenizers x per-tokenizer rules + trained (tokenizer,
+    backbone) pairs x (scales x shards + per-pair rules) + the study-wide rules (+ FDr6's references
+    where its weights are). A tokenizer's ``backbones`` list, else every backbone, gives its pairs."""
+    n_tok = len(config["tokenizers"])
+    n_pairs = sum(len(spec.get("backbones") or config["backbones"]) for spec in config["tokenizers"].values())
     sampling = config["sampling"]
     jobs = {rule: n * n_tok for rule, n in PER_TOKENIZER.items()}
-    jobs |= {rule: n * n_tok * n_bb for rule, n in PER_PAIR.items()}
-    jobs["sample"] = n_tok * n_bb * len(sampling["cfg_scales"]) * sampling["shards"]
+    jobs |= {rule: n * n_pairs for rule, n in PER_PAIR.items()}
+    jobs["sample"] = n_pairs * len(sampling["cfg_scales"]) * sampling["shards"]
     if fdr6_jobs(config, fdr6_runnable):
         jobs["fdr6_reference_stats"] = fdr6_jobs(config, fdr6_runnable)
     return jobs | ONCE
@@ -94,6 +97,12 @@ def test_scale_config_has_the_paper_shape():
     assert min(scales) == 1.0 and max(scales) == 3.0 and len(scales) == 11  # §13 Fig. 7 grid
     recipes = sorted(b["recipe"] for b in config["backbones"].values())
     assert recipes == ["study_lightningdit"] * 2 + ["study_sit"] * 2
+    # Table 1 families (43 / 22 / 21); all four backbones on conv-f16d32, SiT-B alone on the others (Fig. 6)
+    families = Counter(spec["study_family"] for spec in config["tokenizers"].values())
+    assert families == {"conv-f16d32": 43, "conv-f16d64": 22, "trans-f16d32": 21}
+    for spec in config["tokenizers"].values():
+        assert (spec["family"] == "trans_kl") == (spec["study_family"] == "trans-f16d32")
+        assert spec.get("backbones") == (None if spec["study_family"] == "conv-f16d32" else ["sit-b"])
 
 
 def test_dry_run_job_count_matches_the_config(dry_run):
@@ -101,7 +110,7 @@ def test_dry_run_job_count_matches_the_config(dry_run):
     stats = snakemake_job_stats(dry_run)
     expected = expected_jobs(config, fdr6_runnable(config))
     assert stats.pop("total") == sum(expected.values())
-    assert sum(expected_jobs(config, False).values()) == 9898
+    assert sum(expected_jobs(config, False).values()) == 6415  # 86 x 7 + 215 pairs x (5 + 11 x 2) + 8
     assert stats == expected
     # plan.py agrees with the DAG; it counts FDr6's references as at real size (weights present)
     planned = {rule: n for rule, n in job_counts(config).items() if n}
