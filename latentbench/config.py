@@ -60,6 +60,9 @@ def check_config(config: dict) -> dict:
     unknown = sorted(set(config["ifid"]["gfid_t_backbones"]) - set(config["backbones"]))
     if unknown:
         raise ConfigError(f"config error at ifid.gfid_t_backbones: {', '.join(unknown)} not in backbones")
+    primary = config["analysis"].get("primary_backbone")
+    if primary is not None and primary not in config["backbones"]:
+        raise ConfigError(f"config error at analysis.primary_backbone: {primary} not in backbones")
     for tok, spec in config["tokenizers"].items():
         unknown = sorted(set(spec.get("backbones") or ()) - set(config["backbones"]))
         if unknown:

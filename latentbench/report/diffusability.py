@@ -134,7 +134,7 @@ class _Study:
     results: Path
     tokenizers: list[str]  # study order (config order, then any others in the frame)
     families: list[str]  # primary first
-    backbones: list[str]  # config order; the first is primary
+    backbones: list[str]  # primary first (backbone_order)
     scales: list[float]  # ascending
     family: str
     backbone: str
@@ -168,6 +168,15 @@ class _Study:
         best = sel.loc[sel.groupby("tokenizer")[TARGET].idxmin()]
         return self._ordered(best.assign(best_w=best["cfg_scale"].astype(float)))
 
+    def family_backbone(self, family: str) -> str:
+        """The backbone of a family's Fig. 6 column: the primary one if trained on that family, else
+        the family's backbone with the most tokenizers (ties in study order)."""
+        f = self.frame[self.frame["family"] == family]
+        counts = f.groupby("backbone")["tokenizer"].nunique()
+        if counts.get(self.backbone, 0):
+            return self.backbone
+        return max(self.backbones, key=lambda b: (counts.get(b, 0), -self.backbones.index(b)))
+
     def _ordered(self, sel: pd.DataFrame) -> pd.DataFrame:
         rank = {t: i for i, t in enumerate(self.tokenizers)}
         return sel.iloc[np.argsort([rank[t] for t in sel["tokenizer"]], kind="stable")].reset_index(drop=True)
@@ -190,13 +199,27 @@ def _ordered_names(preferred: Sequence[str], present: Sequence[str]) -> list[str
     return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
 
 
+def backbone_order(config: dict, frame: pd.DataFrame) -> list[str]:
+    """The study's backbones, primary first: ``analysis.primary_backbone`` if set, else the backbone
+    trained on the most tokenizers (the paper's SiT-B: all 86), ties in config order; then the rest
+    in config order. (The report's config arrives key-sorted, so dict order alone cannot say it.)"""
+    names = _ordered_names(list(config.get("backbones") or {}), frame["backbone"].astype(str).tolist())
+    if not names:
+        return names
+    primary = (config.get("analysis") or {}).get("primary_backbone")
+    if primary not in names:
+        counts = frame.groupby(frame["backbone"].astype(str))["tokenizer"].nunique()
+        primary = max(names, key=lambda b: (counts.get(b, 0), -names.index(b)))
+    return [primary, *(b for b in names if b != primary)]
+
+
 def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
     missing = [c for c in ID_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float))
     tokenizers = _ordered_names(list(config.get("tokenizers", {})), frame["tokenizer"].tolist())
-    backbones = _ordered_names(list(config.get("backbones", {})), frame["backbone"].tolist())
+    backbones = backbone_order(config, frame)
     counts = frame.groupby("family", sort=False)["tokenizer"].nunique()
     # Primary family: the one with the most tokenizers (the paper's conv-f16d32 has 43 of 86);
     # on ties, the family of the earliest tokenizer in the study order.
@@ -352,7 +375,8 @@ def _stability(study: _Study) -> dict[str, Any]:
         kind = "primary (Fig. 4)" if bb == study.backbone else "backbone (Fig. 5)"
         settings.append((study.setting_text(backbone=bb), kind, {"backbone": bb}))
     for fam in study.families[1:]:
-        settings.append((study.setting_text(family=fam), "family (Fig. 6)", {"family": fam}))
+        bb = study.family_backbone(fam)
+        settings.append((study.setting_text(family=fam, backbone=bb), "family (Fig. 6)", {"family": fam, "backbone": bb}))
     for w in study.scales:
         if not np.isclose(w, study.w0):
             settings.append((study.setting_text(scale=w), "guidance", {"scale": w}))

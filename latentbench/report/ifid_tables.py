@@ -45,6 +45,7 @@ from matplotlib.ticker import MaxNLocator
 from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
 from latentbench.io import read_json
+from latentbench.report.diffusability import backbone_order
 from latentbench.report.figures import data_uri, png_bytes
 from latentbench.report.paper_values import load_paper_table
 
@@ -243,8 +244,7 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float), tokenizer=frame["tokenizer"].astype(str),
                          backbone=frame["backbone"].astype(str))
     tokenizers = _ordered(list(config.get("tokenizers") or {}), frame["tokenizer"].tolist())
-    backbones = _ordered(list(config.get("backbones") or {}), frame["backbone"].tolist())
-    return _Study(results, frame, config, tokenizers, backbones, n_boot, seed)
+    return _Study(results, frame, config, tokenizers, backbone_order(config, frame), n_boot, seed)
 
 
 def _settings(study: _Study, backbone: str) -> list[dict[str, Any]]:

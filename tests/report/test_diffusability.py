@@ -22,6 +22,7 @@ from latentbench.io import write_json
 from latentbench.report.diffusability import (
     MAIN_PROXIES,
     PERSPECTIVES,
+    backbone_order,
     diffusability_section,
 )
 from latentbench.report.render import TEMPLATES
@@ -197,7 +198,8 @@ def test_template_renders_every_analysis(study) -> None:
     assert "<h2 id=\"diffusability-analyses\">Diffusability analyses</h2>" in html
     for anchor in ("perspectives", "generalisation", "guidance", "regression", "trajectories"):
         assert f'id="diffusability-{anchor}"' in html
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 6  # Figs. 4, 5-6, 7, 8, 9, 10
+    assert _is_png_uri(study["ctx"]["stability"]["figure"])
     assert "R² = 0.91" in html and "r = −0.87" in html  # the paper's numbers in the captions
     assert "Not shown" not in html
 
@@ -248,3 +250,22 @@ def test_bad_input_raises(tmp_path) -> None:
         diffusability_section(tmp_path, dup, config, n_boot=0)
     empty = diffusability_section(tmp_path, frame.iloc[:0], config)
     assert not empty["available"] and "no rows" in _render(empty)
+
+
+def test_primary_backbone_is_the_most_trained_or_the_configured_one(tmp_path) -> None:
+    # Like the study's design: all backbones on the primary family, SiT-B alone on the second.
+    frame, config, _ = synthetic_study(tmp_path, n_tok=9, families=("conv", "conv", "trans"), scales=[1.0])
+    trans = frame["family"] == "trans"
+    frame = frame[~(trans & (frame["backbone"] == "sit-a"))]  # the trans family has sit-b only
+    config["backbones"] = {"sit-a": {}, "sit-b": {}}  # key-sorted, as the report rule passes it
+    assert backbone_order(config, frame) == ["sit-b", "sit-a"]  # sit-b is trained on all 9
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0)
+    assert ctx["setting"]["backbone"] == "sit-b"
+    fig6 = next(c for c in ctx["stability"]["columns"] if c["kind"] == "family (Fig. 6)")
+    assert fig6["family"] == "trans" and fig6["backbone"] == "sit-b" and fig6["n"] == 3
+    # an explicit choice wins; the trans family then falls back to the backbone it was trained with
+    config["analysis"] = {"primary_backbone": "sit-a"}
+    assert backbone_order(config, frame) == ["sit-a", "sit-b"]
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0)
+    fig6 = next(c for c in ctx["stability"]["columns"] if c["kind"] == "family (Fig. 6)")
+    assert ctx["setting"]["backbone"] == "sit-a" and fig6["backbone"] == "sit-b" and fig6["n"] == 3

@@ -37,7 +37,9 @@ def tiny_study(tmp_path_factory):
 
 def test_outputs_and_metrics_table(tiny_study):
     frame = pd.read_csv(tiny_study / "metrics.csv")
-    assert len(frame) == 3 * 1 * 2  # tokenizers x backbones x guidance scales
+    assert len(frame) == 4 * 1 * 2  # tokenizers x backbones x guidance scales
+    # two families: three conv KL-VAEs and one ViT KL-VAE (trans_kl) through every rule
+    assert frame.groupby("family")["tokenizer"].nunique().to_dict() == {"conv-demo": 3, "trans-demo": 1}
     for column in ("gfid", "rfid", "ifid", "psnr", "ssim", "diffusion_loss"):
         assert frame[column].notna().all(), column
     assert (frame["gfid"] > 0).all() and (frame["rfid"] > 0).all()
@@ -48,6 +50,7 @@ def test_outputs_and_metrics_table(tiny_study):
     assert set(corr["metric"]) >= {"rfid", "ifid", "psnr", "ssim", "diffusion_loss"}
     measured = corr[corr["n"] >= 3]
     assert len(measured) > 0 and measured["pcc"].between(-1, 1).all()
+    assert set(measured["family"]) == {"conv-demo"} and corr.loc[corr["family"] == "trans-demo", "n"].max() == 1
     # LPIPS needs weights this test machine lacks: it is reported as not run, never filled in
     assert frame["lpips"].isna().all() and corr.loc[corr["metric"] == "lpips", "n"].eq(0).all()
 
