@@ -331,7 +331,28 @@ class DiagonalGaussian:
         return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=list(range(1, self.mean.ndim)))
 
 
-class AutoencoderKL(nn.Module):
+class KLAutoencoder(nn.Module):
+    """Base of the trainable KL autoencoders (images in [-1, 1]): subclasses define ``encode`` (->
+    :class:`DiagonalGaussian`), ``decode`` and ``last_layers`` (the layers of the adaptive weights)."""
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        """(reconstruction, posterior) of ``x``: decodes a posterior sample, or the mean."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.decode(z), posterior
+
+    @property
+    def decoder_last_layer(self) -> torch.Tensor:
+        """W of the GAN adaptive weight (spec models.md §3.3: the decoder's output layer)."""
+        return self.last_layers()[1].weight
+
+    @property
+    def encoder_last_layer(self) -> torch.Tensor:
+        """E of the VF/LCR adaptive weights (spec §3.3/§11.2: the encoder's output layer)."""
+        return self.last_layers()[0].weight
+
+
+class AutoencoderKL(KLAutoencoder):
     """Encoder -> quant_conv (2z -> 2*embed) -> posterior; post_quant_conv (embed -> z) -> Decoder.
 
     Works on images in [-1, 1] (spec models.md §2.4).
@@ -351,20 +372,9 @@ class AutoencoderKL(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    @property
-    def decoder_last_layer(self) -> torch.Tensor:
-        """W for the GAN adaptive weight (spec §3.3: ``decoder.conv_out.weight``)."""
-        return self.decoder.conv_out.weight
-
-    @property
-    def encoder_last_layer(self) -> torch.Tensor:
-        """E for the VF/LCR adaptive weights (spec §3.3/§11.2: ``encoder.conv_out.weight``)."""
-        return self.encoder.conv_out.weight
+    def last_layers(self) -> tuple[nn.Module, nn.Module]:
+        """(encoder, decoder) output layers: ``encoder.conv_out``, ``decoder.conv_out`` (spec §3.3)."""
+        return self.encoder.conv_out, self.decoder.conv_out
 
 
 class KLTokenizer(Tokenizer):

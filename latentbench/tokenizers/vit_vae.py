@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentbench.tokenizers import register_family
-from latentbench.tokenizers.kl_vae import DiagonalGaussian, KLTokenizer, resolve_preset, validated_arch
+from latentbench.tokenizers.kl_vae import DiagonalGaussian, KLAutoencoder, KLTokenizer, resolve_preset, validated_arch
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class ViTDecoder(nn.Module):
         return patches.reshape(b, h, w, p, p, 3).permute(0, 5, 1, 3, 2, 4).reshape(b, 3, h * p, w * p)
 
 
-class ViTAutoencoderKL(nn.Module):
+class ViTAutoencoderKL(KLAutoencoder):
     """ViT encoder -> diagonal Gaussian posterior -> ViT decoder, on images in [-1, 1]."""
 
     def __init__(self, cfg: ViTArchConfig) -> None:
@@ -212,20 +212,9 @@ class ViTAutoencoderKL(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    @property
-    def decoder_last_layer(self) -> torch.Tensor:
-        """W for the GAN adaptive weight: the decoder's pixel head (the conv family's ``conv_out``)."""
-        return self.decoder.head.weight
-
-    @property
-    def encoder_last_layer(self) -> torch.Tensor:
-        """E for the VF/LCR adaptive weights: the encoder's moment head."""
-        return self.encoder.head.weight
+    def last_layers(self) -> tuple[nn.Module, nn.Module]:
+        """(encoder, decoder) output layers: the moment head and the pixel head (the conv family's ``conv_out``)."""
+        return self.encoder.head, self.decoder.head
 
 
 def _init_weights(module: nn.Module) -> None:
