@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
@@ -107,9 +108,10 @@ def study_family(spec: dict[str, Any]) -> str:
     return label + (f"-d{spec['latent_channels']}" if spec.get("latent_channels") else "")
 
 
-def tokenizer_backbones(config: dict[str, Any], tok: str) -> list[str]:
-    """The diffusion backbones trained on tokenizer ``tok``: its ``backbones`` list, else all (sorted)."""
-    return sorted(config["tokenizers"][tok].get("backbones") or config["backbones"])
+def tokenizer_backbones(spec: dict[str, Any], backbones: Iterable[str]) -> list[str]:
+    """The diffusion backbones trained on a tokenizer entry: its ``backbones`` list, else all of
+    the study's ``backbones`` (sorted)."""
+    return sorted(spec.get("backbones") or backbones)
 
 
 def model_pairs(config: dict[str, Any], backbones: list[str] | None = None) -> list[tuple[str, str]]:
@@ -117,6 +119,6 @@ def model_pairs(config: dict[str, Any], backbones: list[str] | None = None) -> l
     return [
         (tok, bb)
         for tok in sorted(config["tokenizers"])
-        for bb in tokenizer_backbones(config, tok)
+        for bb in tokenizer_backbones(config["tokenizers"][tok], config["backbones"])
         if backbones is None or bb in backbones
     ]

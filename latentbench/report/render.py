@@ -77,15 +77,12 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
         row["family"] = first["family"]
         for bb in backbones:
             g = group[group["backbone"] == bb]
-            if not len(g):  # this backbone is not trained on this tokenizer (its `backbones` list)
-                row.update({f"{k}/{bb}{s}": "—" for k in ("gfid", "is") for s in (f"/{w:g}" for w in scales)})
-                row[f"diffusion_loss/{bb}"] = "—"
-                continue
-            row[f"diffusion_loss/{bb}"] = _fmt(g["diffusion_loss"].iloc[0], 4)
+            trained = len(g) > 0  # else not in this tokenizer's `backbones` list: cells "—"
+            row[f"diffusion_loss/{bb}"] = _fmt(g["diffusion_loss"].iloc[0], 4) if trained else "—"
             for scale in scales:
                 sel = g[g["cfg_scale"] == scale]
-                row[f"gfid/{bb}/{scale:g}"] = _fmt(sel["gfid"].iloc[0] if len(sel) else None)
-                row[f"is/{bb}/{scale:g}"] = _fmt(sel["is"].iloc[0] if len(sel) else None)
+                for m in ("gfid", "is"):
+                    row[f"{m}/{bb}/{scale:g}"] = _fmt(sel[m].iloc[0] if len(sel) else None) if trained else "—"
         per_tok.append(row)
 
     corr_rows = []

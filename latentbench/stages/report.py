@@ -9,7 +9,7 @@ import pandas as pd
 
 from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
-from latentbench.config import study_family
+from latentbench.config import study_family, tokenizer_backbones
 from latentbench.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, 
         recon = read_json(metrics_dir / tok / "reconstruction.json")
         per_tok = {**read_json(metrics_dir / tok / "latent.json"), **read_json(metrics_dir / tok / "baselines.json")}
         latent_values = {k: per_tok[k] for k in METRICS if k in per_tok}
-        for bb in sorted(spec.get("backbones") or backbones):
+        for bb in tokenizer_backbones(spec, backbones):
             bspec = backbones[bb]
             generation = read_json(metrics_dir / tok / bb / "generation.json")
             loss = read_json(metrics_dir / tok / bb / "diffusion_loss.json")
