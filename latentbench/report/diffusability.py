@@ -172,10 +172,7 @@ class _Study:
         """The backbone of a family's Fig. 6 column: the primary one if trained on that family, else
         the family's backbone with the most tokenizers (ties in study order)."""
         f = self.frame[self.frame["family"] == family]
-        counts = f.groupby("backbone")["tokenizer"].nunique()
-        if counts.get(self.backbone, 0):
-            return self.backbone
-        return max(self.backbones, key=lambda b: (counts.get(b, 0), -self.backbones.index(b)))
+        return self.backbone if self.backbone in set(f["backbone"]) else _most_trained(f, self.backbones)
 
     def _ordered(self, sel: pd.DataFrame) -> pd.DataFrame:
         rank = {t: i for i, t in enumerate(self.tokenizers)}
@@ -208,9 +205,14 @@ def backbone_order(config: dict, frame: pd.DataFrame) -> list[str]:
         return names
     primary = (config.get("analysis") or {}).get("primary_backbone")
     if primary not in names:
-        counts = frame.groupby(frame["backbone"].astype(str))["tokenizer"].nunique()
-        primary = max(names, key=lambda b: (counts.get(b, 0), -names.index(b)))
+        primary = _most_trained(frame, names)
     return [primary, *(b for b in names if b != primary)]
+
+
+def _most_trained(frame: pd.DataFrame, names: Sequence[str]) -> str:
+    """The backbone of ``names`` with rows for the most tokenizers in ``frame``; ties: the first in ``names``."""
+    counts = frame.groupby(frame["backbone"].astype(str))["tokenizer"].nunique()
+    return max(names, key=lambda b: (counts.get(b, 0), -list(names).index(b)))
 
 
 def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
@@ -386,9 +388,10 @@ def _stability(study: _Study) -> dict[str, Any]:
             settings.append((f"{study.setting_text()} vs {figure.split(' ')[0]}", figure, {"target": target}))
         elif target == "fdr6":
             notes.append("FDr6 column: not run in this study (see 'Metrics not run' for the missing weights).")
-    columns, unit_sets, targets = [], [], []
+    columns, unit_sets, targets, panels = [], [], [], []
     for label, kind, where in settings:
         targets.append(where.pop("target", TARGET))
+        panels.append(targets[-1] == TARGET and "scale" not in where)  # a row of the Figs. 5-6 grid
         units = study.units(**where)
         columns.append({"label": label, "kind": kind, "n": len(units), "family": where.get("family", study.family),
                         "backbone": where.get("backbone", study.backbone),
@@ -406,7 +409,7 @@ def _stability(study: _Study) -> dict[str, Any]:
         rows.append({"metric": metric, "label": oriented_label(metric), "cells": cells})
     # The paper's Figs. 5-6 panels: one row per backbone / family setting, one column per main proxy
     grid = [(c, u, [row["cells"][i] for row in rows]) for i, (c, u) in enumerate(zip(columns, unit_sets))
-            if c["kind"].split(" ")[0] in ("primary", "backbone", "family") and len(u)]
+            if panels[i] and len(u)]
     figure = None
     if len(grid) > 1:
         palette = _regulariser_palette(study.frame)

@@ -422,11 +422,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def validated_arch(cfg: dict[str, Any], resolve: Callable[[Any], Any], default: str = "demo") -> Any:
+def validated_arch(cfg: dict[str, Any], resolve: Callable[[Any], Any]) -> Any:
     """The architecture of a trainable-family config entry, after validating its training keys.
 
-    Checks ``regularizer``/``variant`` and ``kl_weight``; ``arch`` (preset name or dict) goes
-    through ``resolve``; ``latent_channels`` overrides the latent width (``z_channels`` =
+    Checks ``regularizer``/``variant`` and ``kl_weight``; ``arch`` (preset name or dict, default
+    ``"demo"``, the schema's default) goes through ``resolve``; ``latent_channels`` overrides the latent width (``z_channels`` =
     ``embed_dim``), e.g. 8 for a "d64"-style sweep.
     """
     from latentbench.tokenizers.regularizers import parse_variant
@@ -435,7 +435,7 @@ def validated_arch(cfg: dict[str, Any], resolve: Callable[[Any], Any], default: 
     kl_weight = cfg.get("kl_weight", 1e-6)
     if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
         raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight!r}")
-    arch = resolve(cfg.get("arch", default))
+    arch = resolve(cfg.get("arch", "demo"))
     if cfg.get("latent_channels") is not None:
         c = cfg["latent_channels"]
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:

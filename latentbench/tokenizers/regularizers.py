@@ -469,7 +469,7 @@ class MaeRegularizer(Regularizer):
 
     def encode(self, vae: nn.Module, x_in: torch.Tensor, plan: dict[str, Any]) -> DiagonalGaussian:
         if not self.tokens:
-            return vae.encode(x_in)
+            return super().encode(vae, x_in, plan)
         return vae.encode(x_in, token_mask=plan["mask"])
 
 
