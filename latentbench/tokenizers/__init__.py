@@ -39,13 +39,20 @@ def register_family(name: str) -> Callable:
 
 
 def _import_builtin() -> None:
-    from latentbench.tokenizers import kl_vae, vit_vae  # noqa: F401  (register "conv_kl", "trans_kl")
+    from latentbench.tokenizers import kl_vae, pretrained, vit_vae  # noqa: F401  (register the families)
 
 
 def known_families() -> list[str]:
     """Names of all registered tokenizer families."""
     _import_builtin()
     return sorted(_FAMILIES)
+
+
+def known_pretrained() -> list[str]:
+    """Every public autoencoder of spec zoo.md §3 the ``pretrained`` family builds (registry names)."""
+    from latentbench.tokenizers.pretrained import known_pretrained as names
+
+    return names()
 
 
 def known_regularizers() -> list[str]:

@@ -1,0 +1,88 @@
+"""The public autoencoders of the iFID and Tilted Seesaw papers behind the ``pretrained`` family.
+
+Config entry: ``{family: pretrained, name: <zoo name or alias>, weights: <file or dir> | null}``.
+``weights: null`` builds the exact architecture randomly initialised (no download; building
+inside ``with torch.device("meta")`` works); a path loads the released file strictly.
+
+Each architecture lives in one module of this package (spec zoo.md §2: K1-K4, C1-C8) that
+declares its rows (:class:`ZooRow`, spec zoo.md §3) in a module-level ``ROWS`` tuple and a
+``build(row, weights) -> PretrainedTokenizer`` function. :data:`ARCH_MODULES` lists them; the
+registry is collected lazily so importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from latentbench.tokenizers import register_family
+from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, ZooRow, canonical
+
+# One module per architecture class of spec zoo.md §2 (import path relative to this package).
+ARCH_MODULES: tuple[str, ...] = (
+    "ldm",  # K1 / K3 LDM-format files into the conv_kl AutoencoderKL
+    "diffusers_kl",  # K1 / K2 / K3 diffusers-format AutoencoderKL, K4 AutoencoderKLQwenImage
+    "detok",  # C1
+    "dmvae",  # C2
+    "rae",  # C3 RAE / UAE
+    "vtp",  # C4
+    "svg",  # C5 SVG, C6 SVG-T2I
+    "softvq",  # C7
+    "maetok",  # C8
+)
+
+_ROWS: dict[str, tuple[ZooRow, Any]] | None = None
+
+
+def _registry() -> dict[str, tuple[ZooRow, Any]]:
+    """name and every alias (canonical form) -> (row, its module)."""
+    global _ROWS
+    if _ROWS is None:
+        rows: dict[str, tuple[ZooRow, Any]] = {}
+        for mod_name in ARCH_MODULES:
+            try:
+                module = importlib.import_module(f"{__name__}.{mod_name}")
+            except ModuleNotFoundError as exc:
+                if exc.name == f"{__name__}.{mod_name}":
+                    continue  # architecture not written yet
+                raise
+            for row in module.ROWS:
+                for key in (row.name, *row.aliases):
+                    key = canonical(key)
+                    if key in rows:
+                        raise ValueError(f"pretrained zoo name {key!r} declared twice")
+                    rows[key] = (row, module)
+        _ROWS = rows
+    return _ROWS
+
+
+def known_pretrained() -> list[str]:
+    """Every zoo name of spec zoo.md §3 (registry names, not aliases), sorted."""
+    return sorted({row.name for row, _ in _registry().values()})
+
+
+def zoo_row(name: str) -> ZooRow:
+    """The zoo row of a name or alias (case-, '-'/'_'-insensitive); one ValueError if unknown."""
+    hit = _registry().get(canonical(name))
+    if hit is None:
+        raise ValueError(f"unknown pretrained tokenizer {name!r}; known: {', '.join(known_pretrained())}")
+    return hit[0]
+
+
+def build_pretrained(name: str, weights: str | Path | None = None) -> PretrainedTokenizer:
+    """The adapter of zoo row ``name``: random init (``weights=None``) or strictly loaded."""
+    row = zoo_row(name)
+    module = _registry()[canonical(name)][1]
+    return module.build(row, None if weights is None else Path(weights))
+
+
+@register_family("pretrained")
+def _build_family(cfg: dict[str, Any]) -> PretrainedTokenizer:
+    """Registry builder for ``family: pretrained``."""
+    if "name" not in cfg:
+        raise ValueError("a pretrained tokenizer needs `name` (one of known_pretrained())")
+    return build_pretrained(cfg["name"], cfg.get("weights"))
+
+
+__all__ = ["PretrainedTokenizer", "ZooRow", "build_pretrained", "known_pretrained", "zoo_row"]
