@@ -22,6 +22,9 @@ import torch
 from latentbench.tokenizers.base import Tokenizer
 
 FORMAT = "latentbench-tokenizer/1"
+# A pretrained tokenizer is not copied into the results: its file is a JSON reference to the
+# released weights (``family: pretrained`` config with the resolved ``weights`` path).
+REF_FORMAT = "latentbench-tokenizer-ref/1"
 
 _FAMILIES: dict[str, Callable[[dict[str, Any]], Tokenizer]] = {}
 
@@ -85,11 +88,26 @@ def save_tokenizer(path: str | Path, tokenizer: Tokenizer, cfg: dict[str, Any], 
         torch.save({"format": FORMAT, "config": dict(cfg), "state_dict": state, **(extra or {})}, tmp)
 
 
+def save_tokenizer_ref(path: str | Path, cfg: dict[str, Any], extra: dict | None = None) -> None:
+    """Atomically write the JSON reference of a pretrained tokenizer (config with its weights path)."""
+    from latentbench.io import write_json
+
+    write_json(path, {"format": REF_FORMAT, "config": dict(cfg), **(extra or {})})
+
+
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-    """Rebuild a tokenizer from a file written by :func:`save_tokenizer`; eval mode, frozen."""
+    """Rebuild a tokenizer from a file written by :func:`save_tokenizer` (trained) or
+    :func:`save_tokenizer_ref` (pretrained: the released weights load strictly); eval mode, frozen."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: tokenizer weights not found")
+    if path.suffix == ".json":
+        import json
+
+        ref = json.loads(path.read_text())
+        if not isinstance(ref, dict) or ref.get("format") != REF_FORMAT:
+            raise ValueError(f"{path}: not a {REF_FORMAT} file")
+        return build_tokenizer(ref["config"]).to(device).eval().requires_grad_(False)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
