@@ -41,9 +41,10 @@ import dataclasses
 import hashlib
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -214,7 +215,7 @@ class ControlDiT(nn.Module):
             self.block_map = tuple(int(i / (depth / n)) for i in range(depth))
         self.num_classes = backbone.num_classes
 
-    def train(self, mode: bool = True) -> "ControlDiT":
+    def train(self, mode: bool = True) -> ControlDiT:
         """Train/eval the branch; the frozen backbone stays in eval mode."""
         super().train(mode)
         self.backbone.eval()
@@ -256,7 +257,7 @@ class ControlDiT(nn.Module):
         res = self.residuals(h, c, cond)
         return self.backbone.forward_tokens(h, c, [None if j is None else res[j] for j in self.block_map])
 
-    def bind(self, cond: Tensor) -> "ConditionedModel":
+    def bind(self, cond: Tensor) -> ConditionedModel:
         """The ``model(x, t, y)`` view with ``cond`` fixed (same train/eval mode as this model)."""
         return ConditionedModel(self, cond)
 
@@ -418,10 +419,10 @@ def train_controlnet(
     ends this call after that many steps (tests simulate an interruption with it).
     """
     device = control.branch_device()
-    params = [p for p in control.branch.parameters()]
-    frozen = [n for n, p in control.backbone.named_parameters() if p.requires_grad]
-    if frozen:
-        raise ValueError(f"the backbone must be frozen; trainable: {frozen[:3]}")
+    params = list(control.branch.parameters())
+    trainable = [n for n, p in control.backbone.named_parameters() if p.requires_grad]
+    if trainable:
+        raise ValueError(f"the backbone must be frozen; trainable backbone parameters: {trainable[:3]}")
     opt = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
                             eps=settings.adam_eps)
     run = {
@@ -531,6 +532,19 @@ def validation_loss_fn(transport: Transport, x: Tensor, y: Tensor, cond: Tensor,
 # ---------------------------------------------------------------------------------------------
 
 
+def per_class_subset(labels: np.ndarray | Tensor, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` seeded images of every class (spec §9: 10 per class of val).
+
+    A class with fewer images contributes all it has.
+    """
+    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
+    if labels.ndim != 1 or per_class < 1:
+        raise ValueError(f"labels must be 1-D and per_class >= 1, got shape {labels.shape}, {per_class}")
+    rng = np.random.default_rng(derive_seed(seed, "controlnet-eval-subset"))
+    picked = [rng.permutation(np.flatnonzero(labels == k))[:per_class] for k in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
 def _check_uint8_nhwc(images: np.ndarray, name: str) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -626,7 +640,7 @@ def score_controlnet(images: np.ndarray, cond_maps: np.ndarray, project: Project
     l1 = condition_l1(cond_maps, images, project, batch_size)
     fid = image_feature_stats(images, feature_fn, batch_size).fd(real)
     sem = float(l1.std(ddof=1) / math.sqrt(len(l1))) if len(l1) > 1 else math.nan
-    return {"fid": float(fid), "l1": float(l1.mean()), "l1_sem": sem, "num_images": int(len(l1))}
+    return {"fid": float(fid), "l1": float(l1.mean()), "l1_sem": sem, "num_images": len(l1)}
 
 
 def evaluate_controlnet(
@@ -678,7 +692,9 @@ def hyperparameter_record(settings: ControlTrainSettings, config: ControlConfig,
     are the ``max_steps`` budget (and, given ``result``, the steps actually run) in passes over
     ``num_items`` training images.
     """
-    from latentbench.report.paper_values import load_paper_table  # report layer, imported on use
+    from latentbench.report.paper_values import (
+        load_paper_table,  # report layer, imported on use
+    )
 
     table = load_paper_table("seesaw_table4")
     paper = dict(zip(table["hyperparameter"], table["value"]))

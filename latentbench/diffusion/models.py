@@ -19,8 +19,9 @@ convention and the training/sampling settings live on the recipe and the Transpo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -18,11 +18,13 @@ from latentbench.diffusion.controlnet import (
     ControlTrainSettings,
     condition_input,
     condition_l1,
+    condition_l1_fn,
     condition_rgb,
     evaluate_controlnet,
     generate_controlled,
     hyperparameter_record,
     image_feature_stats,
+    per_class_subset,
     score_controlnet,
     train_controlnet,
     validation_loss_fn,
@@ -34,7 +36,7 @@ from latentbench.seeding import derive_seed
 
 SHAPE = (2, 4, 4)  # latent (C, H, W); patch 1 -> a 4 x 4 token grid
 MAP = (16, 16)  # condition map resolution (4x the token grid)
-TINY = dict(hidden=32, depth=2, heads=2)
+TINY = {"hidden": 32, "depth": 2, "heads": 2}
 
 
 def _backbone(recipe: str = "study_sit", shape=SHAPE, seed: int = 0):
@@ -176,6 +178,18 @@ def test_gradient_reaches_only_the_branch(encoder):
     assert control.branch.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
+def test_mixed_precision_forward_backward():
+    """bf16 autocast (what training uses on GPU) runs through both encoders; checked on CPU."""
+    for config in (_conv_config(), ControlConfig(cond_encoder="ae")):
+        control = ControlDiT(_backbone("lightningdit_official"), config).train()
+        x, t, y, g = _inputs()
+        transport = get_recipe("lightningdit_official").transport(SHAPE)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = transport.training_loss(control.bind(_cond(config, 3, g)), x, y, t=t, eps=torch.randn_like(x))
+        loss.backward()
+        assert torch.isfinite(loss) and control.branch.projections[0].weight.grad.abs().sum() > 0
+
+
 # --- training ----------------------------------------------------------------------------------
 
 
@@ -191,8 +205,8 @@ def _toy_data(n: int, seed: int):
 
 
 def _settings(**kw) -> ControlTrainSettings:
-    base = dict(max_steps=60, eval_every=20, patience=10, checkpoint_every=20, seed=3, micro_batch=16,
-                grad_accumulation=2, lr=3e-3, precision="fp32")
+    base = {"max_steps": 60, "eval_every": 20, "patience": 10, "checkpoint_every": 20, "seed": 3, "micro_batch": 16,
+            "grad_accumulation": 2, "lr": 3e-3, "precision": "fp32"}
     base.update(kw)
     return ControlTrainSettings(**base)
 
@@ -220,7 +234,7 @@ def test_training_uses_the_condition(tmp_path):
     _, without, start0 = _train_toy(tmp_path, "nocond", settings, with_condition=False)
     assert start == pytest.approx(start0)  # zero-init: the condition does not matter yet
     assert with_cond.best_value < 0.8 * start  # training reduces the held-out loss
-    assert with_cond.best_value < 0.9 * without.best_value  # and the condition carries the information
+    assert with_cond.best_value < 0.6 * without.best_value  # and the condition carries the information
     curves = read_json(tmp_path / "cond.json")
     assert [r["step"] for r in curves["validation"]] == [20, 40, 60]
     assert len(curves["train"]) == 60 and curves["metric"] == "val_loss"
@@ -248,7 +262,7 @@ def test_convergence_rule_stops_on_a_plateau_and_keeps_the_best(tmp_path):
     assert all(torch.equal(v, control.branch.state_dict()[k]) for k, v in again.branch.state_dict().items())
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, caplog):
     settings = _settings(max_steps=6, eval_every=2, checkpoint_every=2, grad_accumulation=2, micro_batch=4)
     _train_toy(tmp_path, "run", settings, stop_after=3)  # interrupted after step 3 (checkpoint at step 2)
     resumed, r1, _ = _train_toy(tmp_path, "run", dataclasses.replace(settings, checkpoint_every=1))
@@ -256,9 +270,10 @@ def test_resume_is_exact(tmp_path):
     assert r1.to_json() == r2.to_json()
     for key, value in whole.branch.state_dict().items():
         assert torch.equal(resumed.branch.state_dict()[key], value), key
-    # another backbone is another run: the checkpoint is not resumed
-    other, r3, _ = _train_toy(tmp_path, "whole", settings, seed=5)
-    assert r3.steps == 6 and r3.validation != r2.validation
+    # another backbone is another run: the finished checkpoint is not resumed
+    with caplog.at_level("WARNING"):
+        _, r3, _ = _train_toy(tmp_path, "whole", settings, seed=5)
+    assert "different run" in caplog.text and r3.steps == 6 and r3.validation != r2.validation
 
 
 def test_settings_are_checked():
@@ -341,6 +356,17 @@ def test_generation_matches_the_backbone_at_init_and_scores():
                                        _features, real_stats, batch_size=2, seed=7)
     assert np.array_equal(gen, images)
     assert 0.0 <= metrics["l1"] <= 1.0 and metrics["fid"] > 0 and metrics["num_images"] == 5
+    # the convergence rule's L1 score is the same computation
+    score = condition_l1_fn(transport, sampling, cond, _canny(real), y, _decode, _canny, batch_size=2, seed=7)
+    assert score(control) == pytest.approx(metrics["l1"])
+
+
+def test_per_class_subset():
+    labels = np.repeat(np.arange(5), 30)
+    idx = per_class_subset(labels, 10, seed=0)
+    assert len(idx) == 50 and np.all(np.bincount(labels[idx]) == 10) and np.all(np.diff(idx) > 0)
+    assert np.array_equal(idx, per_class_subset(labels, 10, seed=0))
+    assert not np.array_equal(idx, per_class_subset(labels, 10, seed=1))
 
 
 def test_hyperparameter_record_sits_beside_table_4():
