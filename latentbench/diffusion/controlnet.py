@@ -55,7 +55,7 @@ from latentbench.diffusion.models import DiT, PatchEmbed, TokenEmbed
 from latentbench.diffusion.samplers import sample
 from latentbench.diffusion.training import batch_indices
 from latentbench.diffusion.transport import Transport
-from latentbench.io import write_json
+from latentbench.io import atomic_path, write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.seeding import derive_seed
 
@@ -290,6 +290,35 @@ class ConditionedModel(nn.Module):
         if x.shape[0] != cond.shape[0] and cond.shape[0] and x.shape[0] % cond.shape[0] == 0:
             cond = cond.repeat(x.shape[0] // cond.shape[0], *([1] * (cond.dim() - 1)))
         return self.control(x, t, y, cond)
+
+
+def save_branch(path: str | Path, control: ControlDiT, extra: Mapping[str, Any] | None = None) -> None:
+    """Write the trained branch (config + weights + the backbone's fingerprint + ``extra``) atomically."""
+    payload = {
+        "control_config": dataclasses.asdict(control.config),
+        "branch": _cpu_state(control.branch),
+        "backbone": module_fingerprint(control.backbone),
+        "extra": dict(extra or {}),
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_branch(path: str | Path, backbone: DiT) -> tuple[ControlDiT, dict[str, Any]]:
+    """The :class:`ControlDiT` saved by :func:`save_branch` on ``backbone`` (eval mode) and its ``extra``.
+
+    Raises ValueError naming the file when it is unreadable or was trained on another backbone.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        config = ControlConfig(**payload["control_config"])
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format failure means a bad file
+        raise ValueError(f"{path}: not a ControlNet branch file ({exc})") from None
+    if payload["backbone"] != module_fingerprint(backbone):
+        raise ValueError(f"{path}: branch was trained on another backbone (fingerprint differs)")
+    control = ControlDiT(backbone, config)
+    control.branch.load_state_dict(payload["branch"])
+    return control.to(next(backbone.parameters()).device).eval(), payload["extra"]
 
 
 def condition_input(maps: np.ndarray | Tensor) -> Tensor:

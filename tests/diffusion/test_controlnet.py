@@ -24,7 +24,9 @@ from latentbench.diffusion.controlnet import (
     generate_controlled,
     hyperparameter_record,
     image_feature_stats,
+    load_branch,
     per_class_subset,
+    save_branch,
     score_controlnet,
     train_controlnet,
     validation_loss_fn,
@@ -120,8 +122,13 @@ def test_token_latents_and_interval_injection_start_at_the_backbone():
     control = ControlDiT(backbone, config)
     assert control.block_map == (0, 0)  # diffusers SD3: every block gets residual int(i / (depth / N))
     x, t, y, g = _inputs(shape=shape)
+    cond = _cond(config, 3, g, shape)
     with torch.no_grad():
-        assert torch.equal(control(x, t, y, _cond(config, 3, g, shape)), backbone(x, t, y))
+        assert torch.equal(control(x, t, y, cond), backbone(x, t, y))
+        # the bound view repeats the condition for a CFG-doubled batch
+        torch.nn.init.normal_(control.branch.projections[0].weight)
+        doubled = control.bind(cond)(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y]))
+        assert torch.allclose(doubled, torch.cat([control(x, t, y, cond)] * 2), atol=1e-6)
     with pytest.raises(ValueError, match="2-D latent grid"):
         ControlDiT(backbone, ControlConfig(cond_encoder="conv", cond_size=(8, 8)))
 
@@ -270,6 +277,15 @@ def test_resume_is_exact(tmp_path, caplog):
     assert r1.to_json() == r2.to_json()
     for key, value in whole.branch.state_dict().items():
         assert torch.equal(resumed.branch.state_dict()[key], value), key
+    # the branch file the evaluation job reads back
+    save_branch(tmp_path / "branch.pt", whole, {"best_step": r2.best_step})
+    loaded, extra = load_branch(tmp_path / "branch.pt", _backbone())
+    x, t, y, g = _inputs()
+    cond = _cond(loaded.config, 3, g)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, y, cond), whole(x, t, y, cond)) and extra == {"best_step": r2.best_step}
+    with pytest.raises(ValueError, match="another backbone"):
+        load_branch(tmp_path / "branch.pt", _backbone(seed=5))
     # another backbone is another run: the finished checkpoint is not resumed
     with caplog.at_level("WARNING"):
         _, r3, _ = _train_toy(tmp_path, "whole", settings, seed=5)
