@@ -19,6 +19,7 @@ convention and the training/sampling settings live on the recipe and the Transpo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -699,16 +700,33 @@ class DiT(nn.Module):
         if y.shape != (x.shape[0],) or y.dtype != torch.int64:
             raise ValueError(f"y must be int64 of shape [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}")
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        """Predict the velocity (in the model's time convention) for noisy latent ``x`` at time ``t``."""
+    def embed(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Input tokens ``h [B, N, D]`` (patch embedding + position table) and conditioning ``c [B, D]``."""
         self._check_inputs(x, t, y)
         h = self.x_embedder(x) + self.pos_embed.to(x.dtype)
         c = self.t_embedder(t) + self.y_embedder(y)
-        for block in self.blocks:
+        return h, c
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """Predict the velocity (in the model's time convention) for noisy latent ``x`` at time ``t``."""
+        return self.forward_tokens(*self.embed(x, t, y))
+
+    def forward_tokens(self, h: Tensor, c: Tensor, block_residuals: Sequence[Tensor | None] = ()) -> Tensor:
+        """Blocks and output head on embedded tokens (:meth:`embed`).
+
+        ``block_residuals[i]`` (``[B, N, D]`` or None), when given, is added to the output of
+        block ``i`` (the ControlNet hook, :mod:`latentbench.diffusion.controlnet`); the default
+        adds nothing, so ``forward`` is unchanged.
+        """
+        if len(block_residuals) > len(self.blocks):
+            raise ValueError(f"block_residuals has {len(block_residuals)} entries for {len(self.blocks)} blocks")
+        for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
                 h = checkpoint(block, h, c, self.feat_rope, use_reentrant=False)
             else:
                 h = block(h, c, self.feat_rope)
+            if i < len(block_residuals) and block_residuals[i] is not None:
+                h = h + block_residuals[i]
         out = self.final_layer(h, c)
         if not self.config.is_1d:
             out = self.unpatchify(out)
