@@ -48,8 +48,7 @@ def _registry() -> dict[str, tuple[ZooRow, Any]]:
                     continue  # architecture not written yet
                 raise
             for row in module.ROWS:
-                for key in (row.name, *row.aliases):
-                    key = canonical(key)
+                for key in dict.fromkeys(canonical(k) for k in (row.name, *row.aliases)):
                     if key in rows:
                         raise ValueError(f"pretrained zoo name {key!r} declared twice")
                     rows[key] = (row, module)
