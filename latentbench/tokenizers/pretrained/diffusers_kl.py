@@ -247,11 +247,13 @@ def ldm_to_diffusers(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
     """
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    out = convert_ldm_vae_checkpoint(dict(state), dict(config))
+    level_attn = {k: _LEVEL_ATTN.match(k) for k in state}
+    # convert_ldm_vae_checkpoint would pass level-attention keys through its resnet renaming as junk
+    out = convert_ldm_vae_checkpoint({k: v for k, v in state.items() if not level_attn[k]}, dict(config))
     n_up = len(config["up_block_types"])
     handled = 0
     for k, v in state.items():
-        m = _LEVEL_ATTN.match(k)
+        m = level_attn[k]
         if not m:
             continue
         side, level, j, part, kind = m.groups()
