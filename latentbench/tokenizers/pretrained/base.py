@@ -172,7 +172,9 @@ def strict_load(
     (or a shape mismatch) raises :class:`WeightsError` naming ``path`` and the first offenders.
 
     ``assign=True`` moves the file's tensors into the module instead of copying them, so a meta
-    or random-init module never holds a second copy of the weights.
+    or random-init module never holds a second copy of the weights. A module built on the meta
+    device must be fully materialised by the file: a parameter or buffer left on meta (e.g. a
+    non-persistent buffer) is an error.
     """
     drop = tuple(drop_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(drop)}
@@ -193,6 +195,18 @@ def strict_load(
             f"{path}: shape mismatch for {len(bad)} key(s), first {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         )
     module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if left:
+        raise WeightsError(f"{path}: {len(left)} tensor(s) of {type(module).__name__} not in the file, e.g. {left[:3]}")
+
+
+def empty_module(weights: Path | None):
+    """Context to construct a module that ``weights`` will fill: on the meta device (no random
+    init, no memory; :func:`strict_load` assigns the file's tensors) when a file is given, else
+    the caller's device (random init)."""
+    import contextlib
+
+    return torch.device("meta") if weights is not None else contextlib.nullcontext()
 
 
 class GaussianAdapter(PretrainedTokenizer):

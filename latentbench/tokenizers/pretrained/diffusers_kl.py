@@ -35,6 +35,7 @@ from latentbench.tokenizers.pretrained.base import (
     ZooRow,
     as_float32,
     check_latent_shape,
+    empty_module,
     load_weights_file,
     strict_load,
 )
@@ -212,7 +213,8 @@ def build(row: ZooRow, weights: Path | None) -> DiffusersKLTokenizer:
         file_cfg = read_config(weights, row.config)
         cfg.update({k: file_cfg[k] for k in NORM_KEYS if k in file_cfg})
         source = str(weights / CONFIG_FILE)
-    tok = DiffusersKLTokenizer(row, cfg)
+    with empty_module(weights):
+        tok = DiffusersKLTokenizer(row, cfg)
     c = cfg.get("latent_channels", cfg.get("z_dim"))
     down = 2 ** (len(cfg.get("block_out_channels", cfg.get("dim_mult", ()))) - 1)
     check_latent_shape(tok, (c, row.resolution // down, row.resolution // down), weights)

@@ -36,6 +36,7 @@ from latentbench.tokenizers.pretrained.base import (
     ZooRow,
     as_float32,
     check_latent_shape,
+    empty_module,
     load_weights_file,
     strict_load,
 )
@@ -241,7 +242,8 @@ def _set_norm(tok: LDMTokenizer, row: ZooRow, weights: Path | None, inner: Mappi
 def build(row: ZooRow, weights: Path | None) -> LDMTokenizer:
     """The row's LDM autoencoder: random init (``weights=None``) or ``weights`` loaded strictly."""
     arch = ldm_arch(row.config)
-    tok = LDMTokenizer(row, arch)
+    with empty_module(weights):
+        tok = LDMTokenizer(row, arch)
     check_latent_shape(tok, arch.latent_shape)
     inner = None
     if weights is not None:
