@@ -15,8 +15,12 @@ import torch
 
 from latentbench.tokenizers import build_tokenizer, known_pretrained
 from latentbench.tokenizers.kl_vae import count_parameters
-from latentbench.tokenizers.pretrained import build_pretrained, zoo_row
-from latentbench.tokenizers.pretrained import diffusers_kl, ldm
+from latentbench.tokenizers.pretrained import (
+    build_pretrained,
+    diffusers_kl,
+    ldm,
+    zoo_row,
+)
 from latentbench.tokenizers.pretrained.base import WeightsError
 
 LDM_ROWS = [r.name for r in ldm.ROWS]
@@ -98,6 +102,26 @@ def test_registry_names_aliases_and_family_builder():
     with torch.device("meta"):
         tok = build_tokenizer({"family": "pretrained", "name": "SD-VAE", "weights": None})
     assert tok.row.name == "sdvae" and tok.posterior == "gaussian" and tok.native_norm == "z * 0.18215"
+
+
+def test_weights_path_names_the_file_or_the_model_directory(tmp_path):
+    from latentbench.tokenizers.pretrained import weights_path
+
+    assert weights_path("VA-VAE", tmp_path) == tmp_path / "zoo/vavae_f16d32/vavae-imagenet256-f16d32-dinov2.pt"
+    assert weights_path("flux-vae", tmp_path) == tmp_path / "zoo/flux-vae"
+    # the stats file the loader looks for next to the weights is the one the manifest fetches there
+    row = zoo_row("invae")
+    assert ldm.stats_path(row, weights_path("invae", tmp_path)) == tmp_path / "zoo/invae/invae-f16d32-latents-stats.pt"
+    va = weights_path("vavae_f16d32", tmp_path)
+    assert ldm.stats_path(zoo_row("vavae_f16d32"), va) == tmp_path / "zoo/vavae_f16d32/latents_stats.pt"
+
+
+def test_registry_does_not_import_diffusers():
+    import subprocess
+    import sys
+
+    code = "import sys; from latentbench.tokenizers import known_pretrained; known_pretrained(); print('diffusers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_ifid_encode_column():

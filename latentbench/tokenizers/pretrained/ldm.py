@@ -138,8 +138,10 @@ ROWS: tuple[ZooRow, ...] = (
         for c in (16, 32, 64)
     ),
     *(
+        # f16d64-dinov2's file name is iFID's VAVAE64.yaml; the others come from a public listing of the repo
         _row(f"vavae_f16d{c}_{vf}_50ep", "K3", c, "lightning", "none", _NONE_NORM, (f"zoo-vavae_f16d{c}_{vf}_50ep",),
-             unverified=("file name from a public listing of the repo", "no latent statistics published"))
+             unverified=(*(() if (c, vf) == (64, "dinov2") else ("file name not seen in the repo itself",)),
+                         "no latent statistics published"))
         for c in (32, 64)
         for vf in ("mae", "dinov2")
     ),
@@ -149,8 +151,8 @@ ROWS: tuple[ZooRow, ...] = (
          unverified=("file names vavae-f16d32.pt / -latents-stats.pt follow REPA-E's naming, not seen",)),
     _row("e2e-vae", "K3", 32, "sit", "sit", "REPA-E latent stats from the SiT BatchNorm buffers", ("zoo-e2e-vae",),
          aliases=("REPA-E",),
-         unverified=("no public repo named e2e-vae: the VAE of REPA-E/sit-repae-vavae (key vae), or that file "
-                     "extracted by save_vae_weights.py",)),
+         unverified=(("no public repo named e2e-vae: the VAE of REPA-E/sit-repae-vavae (key vae), or that file "
+                      "extracted by save_vae_weights.py"),)),
 )  # fmt: skip
 
 
