@@ -136,7 +136,11 @@ def rename_deprecated_attention(state: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 class DiffusersKLTokenizer(GaussianAdapter):
-    """A zoo row in a diffusers autoencoder (images [-1, 1] inside, [0, 1] outside)."""
+    """A zoo row in a diffusers autoencoder (images [-1, 1] inside, [0, 1] outside).
+
+    K4's decoder clamps its output to [-1, 1] inside diffusers (``AutoencoderKLQwenImage._decode``);
+    that is the released model's behaviour and is kept.
+    """
 
     def __init__(self, row: ZooRow, config: Mapping[str, Any]) -> None:
         super().__init__(row)
