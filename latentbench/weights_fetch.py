@@ -84,6 +84,8 @@ class WeightEntry:
     sha256: str | None = None
     sha256_prefix: str | None = None
     size: int | None = None
+    licence: str | None = None
+    gated: bool = False
 
     @property
     def kind(self) -> str:
@@ -106,7 +108,7 @@ def _entry(name: str, raw: Any) -> WeightEntry:
     where = f"weights manifest entry {name!r}"
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")  # noqa: TRY004 (project: ValueError)
-    allowed = {"file", "used_by", "url", "hf", "package", "sha256", "sha256_prefix", "size"}
+    allowed = {"file", "used_by", "url", "hf", "package", "sha256", "sha256_prefix", "size", "licence", "gated"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -149,6 +151,14 @@ def _entry(name: str, raw: Any) -> WeightEntry:
         if isinstance(raw["size"], bool) or not isinstance(raw["size"], int) or raw["size"] <= 0:
             raise ValueError(f"{where}: 'size' must be a positive integer (bytes), got {raw['size']!r}")
         fields["size"] = raw["size"]
+    if "licence" in raw:
+        if not isinstance(raw["licence"], str) or not raw["licence"]:
+            raise ValueError(f"{where}: 'licence' must be a non-empty string, got {raw['licence']!r}")
+        fields["licence"] = raw["licence"]
+    if "gated" in raw:
+        if not isinstance(raw["gated"], bool):
+            raise ValueError(f"{where}: 'gated' must be true or false, got {raw['gated']!r}")
+        fields["gated"] = raw["gated"]
     return WeightEntry(**fields)
 
 

@@ -48,8 +48,7 @@ def _registry() -> dict[str, tuple[ZooRow, Any]]:
                     continue  # architecture not written yet
                 raise
             for row in module.ROWS:
-                for key in (row.name, *row.aliases):
-                    key = canonical(key)
+                for key in dict.fromkeys(canonical(k) for k in (row.name, *row.aliases)):
                     if key in rows:
                         raise ValueError(f"pretrained zoo name {key!r} declared twice")
                     rows[key] = (row, module)
@@ -77,6 +76,24 @@ def build_pretrained(name: str, weights: str | Path | None = None) -> Pretrained
     return module.build(row, None if weights is None else Path(weights))
 
 
+def weights_path(name: str, weights_dir: str | Path) -> Path:
+    """The ``weights`` a study entry gives for zoo row ``name`` once its files are fetched into
+    ``weights_dir`` (the manifest's ``file`` names): the row's first file, or that file's folder
+    when it is a model directory's ``config.json`` (diffusers / Hugging Face rows). Files a row
+    reads beside it (latent statistics) sit in the same folder."""
+    from latentbench.weights_fetch import load_manifest
+
+    row = zoo_row(name)
+    if not row.files:
+        raise ValueError(f"pretrained tokenizer {row.name!r} names no weight files")
+    manifest = load_manifest()
+    missing = [f for f in row.files if f not in manifest]
+    if missing:
+        raise ValueError(f"pretrained tokenizer {row.name!r}: weight file(s) {missing} not in the weights manifest")
+    first = Path(weights_dir) / manifest[row.files[0]].file
+    return first.parent if first.name == "config.json" else first
+
+
 @register_family("pretrained")
 def _build_family(cfg: dict[str, Any]) -> PretrainedTokenizer:
     """Registry builder for ``family: pretrained``."""
@@ -85,4 +102,4 @@ def _build_family(cfg: dict[str, Any]) -> PretrainedTokenizer:
     return build_pretrained(cfg["name"], cfg.get("weights"))
 
 
-__all__ = ["PretrainedTokenizer", "ZooRow", "build_pretrained", "known_pretrained", "zoo_row"]
+__all__ = ["PretrainedTokenizer", "ZooRow", "build_pretrained", "known_pretrained", "weights_path", "zoo_row"]

@@ -10,13 +10,18 @@ with ``latent_norm: native``.
 
 from __future__ import annotations
 
+import logging
+import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from latentbench.tokenizers.base import Tokenizer
+from latentbench.tokenizers.base import Tokenizer, WeightRef, check_images
+
+log = logging.getLogger(__name__)
 
 
 def canonical(name: str) -> str:
@@ -49,18 +54,102 @@ class ZooRow:
     resolution: int = 256
 
 
+@dataclass(frozen=True)
+class AffineNorm:
+    """A latent normalisation ``(z - shift) * scale`` along the channel axis (dim 1).
+
+    ``shift`` and ``scale`` are scalars or per-channel vectors (C,); ``source`` says where the
+    numbers come from (a file, a config key, a published constant), for logs and errors.
+    Every native normalisation of the KL rows has this form (spec zoo.md §3: SD ×0.18215,
+    FLUX/SD-3.5 shift and scale, REPA-E ``(z - bias)·scale``, hustvl / Qwen ``(z - mean)/std``).
+    """
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+    source: str
+
+    @classmethod
+    def from_mean_std(cls, mean: Any, std: Any, source: str) -> AffineNorm:
+        """``(z - mean) / std``."""
+        mean, std = _flat(mean), _flat(std)
+        if bool((std <= 0).any()):
+            raise ValueError(f"{source}: latent std must be > 0")
+        return cls(mean, 1.0 / std, source)
+
+    @classmethod
+    def from_shift_scale(cls, shift: Any, scale: Any, source: str) -> AffineNorm:
+        """``(z - shift) * scale``."""
+        return cls(_flat(shift), _flat(scale), source)
+
+    def _view(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        t = t.to(device=z.device, dtype=z.dtype)
+        if t.ndim == 0:
+            return t
+        if z.ndim < 2 or z.shape[1] != t.numel():
+            raise ValueError(f"latent of shape {tuple(z.shape)} does not have the {t.numel()} channels of {self.source}")
+        return t.reshape(1, -1, *([1] * (z.ndim - 2)))
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self._view(self.shift, z)) * self._view(self.scale, z)
+
+    def invert(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self._view(self.scale, z) + self._view(self.shift, z)
+
+
+def _flat(v: Any) -> torch.Tensor:
+    """A scalar or per-channel statistic as a float32 CPU tensor of shape () or (C,) (squeezing
+    the (1, C, 1, 1) layout stats files store)."""
+    t = torch.as_tensor(v, dtype=torch.float32, device="cpu").detach()
+    return t.reshape(()) if t.numel() == 1 else t.reshape(-1)
+
+
 class PretrainedTokenizer(Tokenizer):
-    """Base of every zoo adapter; subclasses implement ``encode_moments`` and ``decode``."""
+    """Base of every zoo adapter; subclasses implement ``encode_moments`` and ``decode``.
+
+    ``native_normalize`` applies ``self.latent_norm`` (an :class:`AffineNorm`) when one is set;
+    when it is None and ``self.norm_missing`` is set, asking for it raises ValueError with that
+    reason (a row whose statistics were not loaded or never published); otherwise it is the
+    identity (adapters that normalise inside ``encode``, e.g. RAE).
+    """
 
     row: ZooRow
+    latent_norm: AffineNorm | None = None
+    norm_missing: str | None = None
+
+    def __init__(self, row: ZooRow | None = None) -> None:
+        super().__init__()
+        if row is not None:
+            self.row = row
+            self.latent_shape = tuple(row.latent_shape)
+            self.is_1d = len(row.latent_shape) == 2
+            self.native_norm = row.norm
 
     def native_normalize(self, z: torch.Tensor) -> torch.Tensor:
-        """The model's own latent normalisation (``latent_norm: native``); identity by default."""
+        """The model's own latent normalisation (``latent_norm: native``)."""
+        if self.latent_norm is not None:
+            return self.latent_norm.apply(z)
+        if self.norm_missing:
+            raise ValueError(self.norm_missing)
         return z
 
     def native_denormalize(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`native_normalize`."""
+        if self.latent_norm is not None:
+            return self.latent_norm.invert(z)
+        if self.norm_missing:
+            raise ValueError(self.norm_missing)
         return z
+
+    def declared_weights(self, manifest: Mapping | None = None) -> tuple[WeightRef, ...]:
+        """(repo, file, licence, gated) of each manifest entry the row names (models.md §2.1)."""
+        from latentbench.weights_fetch import load_manifest
+
+        manifest = load_manifest() if manifest is None else manifest
+        refs = []
+        for name in self.row.files:
+            e = manifest[name]
+            refs.append(WeightRef(e.hf_repo or e.url or str(e.package), e.hf_filename or e.file, e.licence or "not stated", e.gated))
+        return tuple(refs)
 
     def latent_shape_at(self, resolution: int) -> tuple[int, ...]:
         """The latent shape at ``resolution`` px (the row's at 256)."""
@@ -83,7 +172,9 @@ def strict_load(
     (or a shape mismatch) raises :class:`WeightsError` naming ``path`` and the first offenders.
 
     ``assign=True`` moves the file's tensors into the module instead of copying them, so a meta
-    or random-init module never holds a second copy of the weights.
+    or random-init module never holds a second copy of the weights. A module built on the meta
+    device must be fully materialised by the file: a parameter or buffer left on meta (e.g. a
+    non-persistent buffer) is an error.
     """
     drop = tuple(drop_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(drop)}
@@ -104,6 +195,81 @@ def strict_load(
             f"{path}: shape mismatch for {len(bad)} key(s), first {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         )
     module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if left:
+        raise WeightsError(f"{path}: {len(left)} tensor(s) of {type(module).__name__} not in the file, e.g. {left[:3]}")
+
+
+def empty_module(weights: Path | None):
+    """Context to construct a module that ``weights`` will fill: on the meta device (no random
+    init, no memory; :func:`strict_load` assigns the file's tensors) when a file is given, else
+    the caller's device (random init)."""
+    import contextlib
+
+    return torch.device("meta") if weights is not None else contextlib.nullcontext()
+
+
+class GaussianAdapter(PretrainedTokenizer):
+    """An adapter whose network works on [-1, 1] images and has a diagonal Gaussian posterior.
+
+    Subclasses implement ``_moments(x) -> (mean, std)`` and ``_decode(z) -> x`` on the network's
+    [-1, 1] scale; this class maps the suite's [0, 1] images in and out (no clamping).
+    """
+
+    posterior = "gaussian"
+
+    def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(x)
+        return self._moments(x * 2.0 - 1.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        c = self.latent_shape[0]
+        if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[1] != c:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"{self.row.name}: z must be NCHW with {c} channels, got {shape}")
+        return (self._decode(z) + 1.0) * 0.5
+
+
+def load_weights_file(path: Path | str) -> Any:
+    """The object stored in a released weights file, without a second in-memory copy.
+
+    ``.safetensors``: :func:`safetensors.torch.load_file`. Pickled torch files (``.pt``,
+    ``.pth``, ``.ckpt``) are memory-mapped (``torch.load(mmap=True)``): tensors stay backed by
+    the file until used, so dropping the parts an adapter does not need (a discriminator, a
+    foundation model) costs no memory. ``weights_only=True`` first; a file that pickles other
+    objects (Lightning / training checkpoints keep their hyper-parameters, argparse namespaces)
+    is re-read with ``weights_only=False`` and a warning: only load files from the manifest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    for weights_only in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+        except pickle.UnpicklingError:
+            if not weights_only:
+                raise
+            log.warning("%s: holds non-tensor objects; loading it with weights_only=False", path)
+        except RuntimeError as exc:  # legacy (pre-zip) files cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise ValueError(f"{path}: not a readable torch file ({exc})") from None
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+    raise AssertionError("unreachable")
+
+
+def as_float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with floating tensors in float32 (half-precision releases); others unchanged."""
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
 
 
 def check_latent_shape(tokenizer: Tokenizer, got: tuple[int, ...], path: Path | str | None = None) -> None:
