@@ -30,23 +30,23 @@ def _alignment_features(net, images: torch.Tensor, batch: int = 500) -> torch.Te
 
 
 def baseline_metrics(
-    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, train_manifest: str | Path,
-    val_manifest: str | Path, feature_net: str | Path, out: str | Path,
+    settings: dict, tokenizer: str | Path, latents: str | Path, train: str | Path,
+    val: str | Path, feature_net: str | Path, out: str | Path,
 ) -> None:
     """EQ and SE on val images, VF with a projection fitted on train, GMM fitted on train latents."""
     cfg, seed = settings["baselines"], settings["seed"]
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    encode = lambda x: tokenizer.encode_moments(x)[0]  # noqa: E731  (posterior mean)
-    val_images = _images(val_manifest, cfg["images"])
-    latents_root = Path(latents_root)
-    train_z = cached_latents(LatentCache(latents_root / "train"), settings["ifid"]["latent"], seed, "train")
-    val_z = cached_latents(LatentCache(latents_root / "val"), settings["ifid"]["latent"], seed, "val")
+    vae = load_tokenizer(tokenizer).eval()
+    encode = lambda x: vae.encode_moments(x)[0]  # noqa: E731  (posterior mean)
+    val_images = _images(val, cfg["images"])
+    latents = Path(latents)
+    train_z = cached_latents(LatentCache(latents / "train"), settings["ifid"]["latent"], seed, "train")
+    val_z = cached_latents(LatentCache(latents / "val"), settings["ifid"]["latent"], seed, "val")
     result: dict[str, object] = {"images": len(val_images), "alignment_features": "demo-cnn stage 3"}
     with torch.no_grad():
-        result["eq_loss"] = eq_loss(encode, tokenizer.decode, val_images, tuple(val_z.shape[-2:]), seed=derive_seed(seed, "eq"))
-        result["se_loss"] = se_loss(encode, tokenizer.decode, val_images)
+        result["eq_loss"] = eq_loss(encode, vae.decode, val_images, tuple(val_z.shape[-2:]), seed=derive_seed(seed, "eq"))
+        result["se_loss"] = se_loss(encode, vae.decode, val_images)
     net = load_demo_net(feature_net)
-    train_images = _images(train_manifest, cfg["images"])
+    train_images = _images(train, cfg["images"])
     vf = vf_metric(
         train_z[: len(train_images)], _alignment_features(net, train_images), val_z[: len(val_images)],
         _alignment_features(net, val_images), steps=cfg["vf_steps"], seed=derive_seed(seed, "vf"),

@@ -18,6 +18,7 @@ from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion, world
 from latentbench.device import compute_device
 from latentbench.features import load_feature_extractor
+from latentbench.errors import InputError
 from latentbench.io import atomic_path, write_json
 from latentbench.features.representations import fdr6_extractors
 from latentbench.metrics.fdr6 import PUBLISHED_VALIDATION_FD, fdr6
@@ -41,7 +42,7 @@ class LatentNormalizer:
 
     def __init__(self, kind: str, mean: torch.Tensor, std: torch.Tensor) -> None:
         if kind not in ("channel_stats", "bn_online"):
-            raise ValueError(f"latent_norm {kind!r} is not available for tokenizers trained in the DAG")
+            raise InputError(f"latent_norm {kind!r} is not available for tokenizers trained in the DAG")
         self.kind, self.mean, self.std = kind, mean, std
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
@@ -51,12 +52,12 @@ class LatentNormalizer:
         return u * self.std + self.mean if self.kind == "channel_stats" else u
 
 
-def _num_classes(labels_manifest: str | Path) -> int:
-    return int(ShardedSplit(Path(labels_manifest).parent, verify=False).meta["num_classes"])
+def _num_classes(labels: str | Path) -> int:
+    return int(ShardedSplit(Path(labels).parent, verify=False).meta["num_classes"])
 
 
-def _labels(labels_manifest: str | Path) -> torch.Tensor:
-    return torch.from_numpy(ShardedSplit(Path(labels_manifest).parent).load_all(("label",))["label"])
+def _labels(labels: str | Path) -> torch.Tensor:
+    return torch.from_numpy(ShardedSplit(Path(labels).parent).load_all(("label",))["label"])
 
 
 def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int, steps: int | None = None) -> TrainSettings:
@@ -89,15 +90,17 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
-def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: str | Path, checkpoint: str | Path, out: str | Path) -> None:
+def train_diffusion_job(
+    backbone: dict, settings: dict, latents: str | Path, labels: str | Path, checkpoint: str | Path, out: str | Path
+) -> None:
     """Train one backbone on one tokenizer's cached train latents; save the EMA model."""
     cache = LatentCache(latents)
     recipe = get_recipe(backbone["recipe"])
     latent_shape = tuple(cache.mean.shape[1:])
-    num_classes = _num_classes(labels_manifest)
-    labels = _labels(labels_manifest)
-    if len(labels) != len(cache):
-        raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
+    num_classes = _num_classes(labels)
+    targets = _labels(labels)
+    if len(targets) != len(cache):
+        raise InputError(f"{latents}: {len(cache)} latents but {len(targets)} labels; re-encode the split")
     opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"], backbone.get("steps"))
     device = init_distributed()
     seed_everything(opts.seed)  # the initial weights are part of the run's determinism
@@ -111,7 +114,7 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
     def get_batch(idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         # a fresh posterior sample per step (spec models.md §1.6, study default)
         z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
-        return normalizer(z), labels[idx]
+        return normalizer(z), targets[idx]
 
     ema = train_diffusion(model, recipe.transport(latent_shape), get_batch, len(cache), opts, checkpoint)
     if world()[0] != 0:
@@ -150,7 +153,7 @@ def load_diffusion(path: str | Path, device: torch.device | str = "cpu") -> tupl
 
 @torch.inference_mode()
 def sample(
-    settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int,
+    settings: dict, model: str | Path, tokenizer: str | Path, feature_net: str | Path, scale: float, shard: int,
     out: str | Path, scores: str | Path, fdr6_plan: dict, fdr6_out: str | Path,
 ) -> None:
     """One sampling shard: class-balanced labels, decode, feature statistics, IS sums, the FDr6
@@ -161,8 +164,8 @@ def sample(
     """
     cfg = settings["sampling"]
     device = compute_device()
-    model, recipe, normalizer, payload = load_diffusion(model_path, device)
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    net, recipe, normalizer, payload = load_diffusion(model, device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     latent_shape = tuple(payload["latent_shape"])
     per_shard = -(-cfg["num_samples"] // cfg["shards"])
@@ -179,8 +182,8 @@ def sample(
         n = min(cfg["batch_size"], first + count - start)
         labels = (torch.arange(start, start + n) % payload["num_classes"]).to(device)  # class-balanced
         generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
-        u = run_sampler(model, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
-        images = tokenizer.decode(normalizer.invert(u.float()))
+        u = run_sampler(net, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
+        images = vae.decode(normalizer.invert(u.float()))
         features, logits = extractor.features_and_logits(images)
         stats.update(features)
         inception_score.update(logits, start)
@@ -199,7 +202,7 @@ def sample(
 def _guidance_scale(path: str | Path) -> str:
     match = re.search(r"cfg([0-9.]+)", Path(path).parent.name)
     if not match:
-        raise ValueError(f"{path}: cannot read the guidance scale from the folder name")
+        raise InputError(f"{path}: cannot read the guidance scale from the folder name")
     return match.group(1)
 
 
@@ -237,12 +240,12 @@ def generation_metrics(
         scale = _guidance_scale(path)
         per_scale_is[scale] = per_scale_is[scale].merge(part) if scale in per_scale_is else part
     if per_scale.keys() != per_scale_is.keys():
-        raise ValueError(f"guidance scales of the feature shards {sorted(per_scale)} and IS shards {sorted(per_scale_is)} differ")
+        raise InputError(f"guidance scales of the feature shards {sorted(per_scale)} and IS shards {sorted(per_scale_is)} differ")
     rows = {}
     for s, st in per_scale.items():
         score = per_scale_is[s].result()
         if score["num_samples"] != st.count:
-            raise ValueError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
+            raise InputError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
         rows[s] = {"gfid": st.fd(ref), "num_samples": st.count, "is": score["is"], "is_std": score["is_std"], "is_splits": score["splits"]}
     fdr6_plan = fdr6_plan or {}
     for s, value in _fdr6_per_scale(fdr6_plan, list(fdr6_shards), list(fdr6_references), settings["fdr6_divisors"]).items():
@@ -252,23 +255,23 @@ def generation_metrics(
 
 
 @torch.inference_mode()
-def diffusion_loss(settings: dict, model_path: str | Path, latents: str | Path, labels_manifest: str | Path, out: str | Path, batch_size: int = 500) -> None:
+def diffusion_loss(settings: dict, model: str | Path, latents: str | Path, labels: str | Path, out: str | Path, batch_size: int = 500) -> None:
     """Held-out flow-matching loss on the val latents (spec metrics-ifid-seesaw.md §5.1)."""
-    model, recipe, normalizer, payload = load_diffusion(model_path)
+    net, recipe, normalizer, payload = load_diffusion(model)
     cache = LatentCache(latents)
     z = cached_latents(cache, "sample", settings["seed"], "val")  # as in training: a posterior sample
-    labels = _labels(labels_manifest)
+    labels = _labels(labels)
     transport = recipe.transport(tuple(payload["latent_shape"]))
     losses = []
     for start in range(0, len(z), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(z)))
-        losses.append(transport.validation_loss(model, normalizer(z[idx]), labels[idx], idx, len(z), seed=derive_seed(settings["seed"], "diffusion_loss")))
+        losses.append(transport.validation_loss(net, normalizer(z[idx]), labels[idx], idx, len(z), seed=derive_seed(settings["seed"], "diffusion_loss")))
     write_json(out, {"diffusion_loss": float(torch.cat(losses).mean()), "num_images": len(z), "recipe": recipe.name})
 
 
 @torch.inference_mode()
 def gfid_t(
-    settings: dict, model_path: str | Path, tokenizer_path: str | Path, latents: str | Path, labels_manifest: str | Path,
+    settings: dict, model: str | Path, tokenizer: str | Path, latents: str | Path, labels: str | Path,
     feature_net: str | Path, val_stats: str | Path, out: str | Path, batch_size: int = 500,
 ) -> None:
     """gFID(t): noise each val latent to t, run the sampler from t to data, decode, FD vs val (spec §2.4).
@@ -279,15 +282,15 @@ def gfid_t(
     """
     cfg, seed = settings["ifid"], settings["seed"]
     device = compute_device()
-    model, recipe, normalizer, payload = load_diffusion(model_path, device)
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    net, recipe, normalizer, payload = load_diffusion(model, device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
     shape = tuple(payload["latent_shape"])
     transport = recipe.transport(shape)
     options = recipe.sampling(shape)
     z = cached_latents(LatentCache(latents), "sample", seed, "val").to(device)  # as in training: a posterior sample
-    labels = _labels(labels_manifest).to(device)
+    labels = _labels(labels).to(device)
     values = []
     for t in cfg["gfid_t_times"]:
         steps = max(1, round(settings["sampling"]["steps"] * t))
@@ -297,11 +300,11 @@ def gfid_t(
             generator = torch.Generator().manual_seed(derive_seed(seed, "gfid_t", t, start))
             x_t = partial_noise(transport, u, t, options["sample_shift"], generator)
             u0 = run_sampler(
-                model, transport, tuple(u.shape), labels[start : start + batch_size], steps=steps,
+                net, transport, tuple(u.shape), labels[start : start + batch_size], steps=steps,
                 method=settings["sampling"]["method"], cfg_scale=1.0, sample_shift=options["sample_shift"],
                 generator=generator, start=x_t, t_start=t,
             )
             out_latents.append(normalizer.invert(u0.float()))
-        values.append(decoded_fid(tokenizer, extractor, torch.cat(out_latents), reference))
+        values.append(decoded_fid(vae, extractor, torch.cat(out_latents), reference))
         log.info("gFID(t=%g) = %.4f (%d steps)", t, values[-1], steps)
     write_json(out, {"t": cfg["gfid_t_times"], "gfid_t": values, "time": "unshifted", "num_images": len(z), "feature_net": extractor.name})

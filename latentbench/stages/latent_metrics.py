@@ -40,21 +40,21 @@ def _split(manifest: str | Path, fields: tuple[str, ...]) -> dict[str, np.ndarra
 
 @torch.no_grad()  # not inference_mode: the linear probe trains a head on these tensors
 def latent_metrics(
-    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, train_manifest: str | Path, val_manifest: str | Path, out: str | Path
+    settings: dict, tokenizer: str | Path, latents: str | Path, train: str | Path, val: str | Path, out: str | Path
 ) -> None:
     """VIV, SEC, LNC (+ linear probe), LDS/CDS/SRSS, uniformity and affine equivariance of one tokenizer."""
     cfg, wanted, seed = settings["latent_metrics"], set(settings["metrics"]), settings["seed"]
-    latents_root = Path(latents_root)
-    z = cached_latents(LatentCache(latents_root / "val"), cfg["latent"], seed, "val").double()
+    latents = Path(latents)
+    z = cached_latents(LatentCache(latents / "val"), cfg["latent"], seed, "val").double()
     stats = channel_stats(z)  # the evaluation split's own statistics (spec §1.5)
-    val = _split(val_manifest, ("label", "mask", "image"))
+    val = _split(val, ("label", "mask", "image"))
     labels = torch.from_numpy(val["label"])
     result: dict[str, object] = {"latent": cfg["latent"], "num_images": len(z), "latent_shape": list(z.shape[1:])}
     mask_metrics = wanted & {"lnc", "lds", "cds", "srss"}
     if "mask" in val:
         fg = token_mask(torch.from_numpy(val["mask"]).bool(), patch=val["mask"].shape[-1] // z.shape[-1])
     elif mask_metrics:  # e.g. ImageNet without ImageNet-S masks: never computed without foreground
-        result["not_run"] = {m: f"not run: needs foreground masks, which {val_manifest} lacks" for m in sorted(mask_metrics)}
+        result["not_run"] = {m: f"not run: needs foreground masks, which {val} lacks" for m in sorted(mask_metrics)}
         wanted = wanted - mask_metrics
 
     if "viv" in wanted:
@@ -71,8 +71,8 @@ def latent_metrics(
             result[f"lnc_{k}"] = lnc(z, labels, fg, k=k, stats=stats)
         result["lnc"] = result[f"lnc_{cfg['lnc_k'][0]}"]
     if "linear_probe" in wanted:
-        ztr = cached_latents(LatentCache(latents_root / "train"), cfg["latent"], seed, "train").double()
-        train_labels = torch.from_numpy(_split(train_manifest, ("label",))["label"])
+        ztr = cached_latents(LatentCache(latents / "train"), cfg["latent"], seed, "train").double()
+        train_labels = torch.from_numpy(_split(train, ("label",))["label"])
         ftr, _ = pooled_features(ztr, None, stats=stats)
         fva, _ = pooled_features(z, None, stats=stats)
         with torch.enable_grad():
@@ -85,29 +85,29 @@ def latent_metrics(
         uni = uniformity(z, n_points=min(cfg["uniformity_points"], len(z)), repeats=cfg["uniformity_repeats"], seed=derive_seed(seed, "uniformity") % 2**31, stats=stats)
         result.update({k: uni[k] for k in ("normalized_entropy", "density_cv", "gini")})
     if wanted & {"scale_eq", "rotate_eq"}:
-        tokenizer = load_tokenizer(tokenizer_path).eval()
+        vae = load_tokenizer(tokenizer).eval()
         images = images_to_tensor(val["image"][: cfg["equivariance_images"]])
-        eq = affine_equivariance(lambda x: tokenizer.encode_moments(x)[0], images, stats=stats)
+        eq = affine_equivariance(lambda x: vae.encode_moments(x)[0], images, stats=stats)
         result.update(rotate_eq=eq["rotate_eq"], scale_eq=eq["scale_eq"])
     write_json(out, result)
     log.info("latent metrics: %s", {k: v for k, v in result.items() if isinstance(v, float)})
 
 
 @torch.inference_mode()
-def trajectory(settings: dict, model_path: str | Path, out: str | Path) -> None:
+def trajectory(settings: dict, model: str | Path, out: str | Path) -> None:
     """Straightness, efficiency and per-segment length ratio of Euler ODE trajectories (spec §9).
 
     No CFG, uniform grid without shift, fixed shared noise seeds and labels ``i mod classes``
     identical across tokenizers (spec metrics-diffusability.md §9 setup).
     """
     cfg = settings["latent_metrics"]
-    model, recipe, _, payload = load_diffusion(model_path)
+    net, recipe, _, payload = load_diffusion(model)
     shape = tuple(payload["latent_shape"])
     n = cfg["trajectory_samples"]
     labels = torch.arange(n) % payload["num_classes"]
     generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "trajectory"))
     _, path = run_sampler(
-        model, recipe.transport(shape), (n, *shape), labels, steps=cfg["trajectory_steps"], method="euler",
+        net, recipe.transport(shape), (n, *shape), labels, steps=cfg["trajectory_steps"], method="euler",
         cfg_scale=1.0, sample_shift=1.0, generator=generator, record_trajectory=True,
     )
     write_json(out, trajectory_metrics(path.float()))

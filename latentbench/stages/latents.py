@@ -10,6 +10,7 @@ import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.device import compute_device
+from latentbench.errors import InputError
 from latentbench.io import atomic_path, load_npy, read_json, write_json
 from latentbench.metrics.normalization import channel_stats
 from latentbench.tokenizers import load_tokenizer
@@ -17,7 +18,7 @@ from latentbench.tokenizers import load_tokenizer
 log = logging.getLogger(__name__)
 
 @torch.inference_mode()
-def encode_split(tokenizer_path: str | Path, split_manifest: str | Path, out_dir: str | Path, batch_size: int = 250) -> None:
+def encode_split(tokenizer: str | Path, split: str | Path, out_dir: str | Path, batch_size: int = 250) -> None:
     """Encode a split once: ``mean.npy`` and ``std.npy`` (N x latent_shape, float32) and ``stats.json``.
 
     ``stats.json`` holds the per-channel mean/std of the posterior means over (N, H, W), unbiased
@@ -25,16 +26,16 @@ def encode_split(tokenizer_path: str | Path, split_manifest: str | Path, out_dir
     with ``latent_norm: channel_stats`` and by the latent metrics.
     """
     device = compute_device()
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
-    split = ShardedSplit(Path(split_manifest).parent)
+    model = load_tokenizer(tokenizer).eval().to(device)
+    images = ShardedSplit(Path(split).parent)
     out_dir = Path(out_dir)
-    shape = (len(split), *tokenizer.latent_shape)
+    shape = (len(images), *model.latent_shape)
     with atomic_path(out_dir / "mean.npy") as tmp_mean, atomic_path(out_dir / "std.npy") as tmp_std:
         means = np.lib.format.open_memmap(tmp_mean, mode="w+", dtype=np.float32, shape=shape)
         stds = np.lib.format.open_memmap(tmp_std, mode="w+", dtype=np.float32, shape=shape)
         start = 0
-        for batch in split.iter_batches(batch_size, ("image",)):
-            mean, std = tokenizer.encode_moments(images_to_tensor(batch["image"]).to(device))
+        for batch in images.iter_batches(batch_size, ("image",)):
+            mean, std = model.encode_moments(images_to_tensor(batch["image"]).to(device))
             means[start : start + len(mean)] = mean.cpu().numpy()
             stds[start : start + len(std)] = std.cpu().numpy()
             start += len(mean)
@@ -46,10 +47,10 @@ def encode_split(tokenizer_path: str | Path, split_manifest: str | Path, out_dir
         out_dir / "stats.json",
         {
             "count": shape[0],
-            "latent_shape": list(tokenizer.latent_shape),
+            "latent_shape": list(model.latent_shape),
             "channel_mean": mean_c.tolist(),
             "channel_std": std_c.tolist(),
-            "posterior": tokenizer.posterior,
+            "posterior": model.posterior,
             "mean_posterior_std": float(np.asarray(load_npy(out_dir / "std.npy")).mean()),
         },
     )
@@ -65,7 +66,7 @@ class LatentCache:
 
         self.stats = read_json(self.dir / "stats.json")
         if self.mean.shape != self.std.shape:
-            raise ValueError(f"{self.dir}: mean.npy and std.npy shapes differ ({self.mean.shape} vs {self.std.shape})")
+            raise InputError(f"{self.dir}: mean.npy and std.npy shapes differ ({self.mean.shape} vs {self.std.shape})")
 
     def __len__(self) -> int:
         return self.mean.shape[0]

@@ -1,4 +1,4 @@
-"""Per-tokenizer metric jobs (rules/metrics.smk).
+"""Per-vae metric jobs (rules/metrics.smk).
 
 ``reconstruction_metrics`` is one pass over the val latents that yields rFID, PSNR, SSIM and
 iFID together, all from the same latent sample per image (spec metrics-ifid-seesaw.md §3.2
@@ -16,6 +16,7 @@ import torch
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.device import compute_device
 from latentbench.features import load_feature_extractor
+from latentbench.errors import InputError
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.metrics.ifid import ifid_latents, sample_posterior
@@ -45,12 +46,12 @@ def cached_latents(cache: LatentCache, mode: str, seed: int, split: str) -> torc
 
 
 @torch.inference_mode()
-def decoded_fid(tokenizer, extractor, latents: torch.Tensor, reference: FeatureStats, batch_size: int = 250) -> float:
+def decoded_fid(vae, extractor, latents: torch.Tensor, reference: FeatureStats, batch_size: int = 250) -> float:
     """Fréchet distance between the decoded ``latents`` and the reference statistics, streamed."""
     stats = FeatureStats()
-    device = next(tokenizer.parameters()).device
+    device = next(vae.parameters()).device
     for i in range(0, len(latents), batch_size):
-        stats.update(extractor(tokenizer.decode(latents[i : i + batch_size].to(device))))
+        stats.update(extractor(vae.decode(latents[i : i + batch_size].to(device))))
     return stats.fd(reference)
 
 
@@ -77,9 +78,9 @@ def ifid_variant_grid(cfg: dict) -> list[dict]:
 @torch.inference_mode()
 def reconstruction_metrics(
     settings: dict,
-    tokenizer_path: str | Path,
-    val_manifest: str | Path,
-    latents_root: str | Path,
+    tokenizer: str | Path,
+    val: str | Path,
+    latents: str | Path,
     feature_net: str | Path,
     val_stats: str | Path,
     out: str | Path,
@@ -90,15 +91,15 @@ def reconstruction_metrics(
     cfg_ifid, protocol = settings["ifid"], settings["reconstruction"]["protocol"]
     seed = settings["seed"]
     device = compute_device()
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
-    latents_root = Path(latents_root)
+    latents = Path(latents)
 
-    queries = cached_latents(LatentCache(latents_root / "val"), cfg_ifid["latent"], seed, "val")
+    queries = cached_latents(LatentCache(latents / "val"), cfg_ifid["latent"], seed, "val")
     same_split = cfg_ifid["references"] == "val"
     references = queries if same_split else cached_latents(
-        LatentCache(latents_root / "train"), cfg_ifid["latent"], seed, "train"
+        LatentCache(latents / "train"), cfg_ifid["latent"], seed, "train"
     )
     picked = ifid_latents(
         queries,
@@ -122,13 +123,13 @@ def reconstruction_metrics(
     psnrs, ssims, lpipses = [], [], []
     originals = None  # the first images, kept for the thumbnail strip
     start = 0
-    for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
+    for batch in ShardedSplit(Path(val).parent).iter_batches(batch_size, ("image",)):
         x = images_to_tensor(batch["image"]).to(device)
         if originals is None:
             originals = x[:8]
         sl = slice(start, start + len(x))
-        recon = tokenizer.decode(queries[sl].to(device))
-        interp = tokenizer.decode(picked["latents"][sl].to(device))
+        recon = vae.decode(queries[sl].to(device))
+        interp = vae.decode(picked["latents"][sl].to(device))
         psnrs.append(psnr(x, recon, protocol=protocol).cpu())
         ssims.append(ssim(x, recon, protocol=protocol).cpu())
         if lpips_metric is not None:
@@ -137,7 +138,7 @@ def reconstruction_metrics(
         interp_stats.update(extractor(interp))
         start += len(x)
     if start != len(queries):
-        raise ValueError(f"{val_manifest}: {start} images but {len(queries)} cached latents; re-encode the split")
+        raise InputError(f"{val}: {start} images but {len(queries)} cached latents; re-encode the split")
 
     metrics = {
         "rfid": recon_stats.fd(reference),
@@ -161,9 +162,9 @@ def reconstruction_metrics(
     save_grid(
         [
             originals,
-            tokenizer.decode(queries[:n].to(device)),
-            tokenizer.decode(neighbors.to(device)),
-            tokenizer.decode(picked["latents"][:n].to(device)),
+            vae.decode(queries[:n].to(device)),
+            vae.decode(neighbors.to(device)),
+            vae.decode(picked["latents"][:n].to(device)),
         ],
         strip,
     )
@@ -171,16 +172,16 @@ def reconstruction_metrics(
 
 @torch.inference_mode()
 def ifid_variants(
-    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, feature_net: str | Path, val_stats: str | Path, out: str | Path
+    settings: dict, tokenizer: str | Path, latents: str | Path, feature_net: str | Path, val_stats: str | Path, out: str | Path
 ) -> None:
     """iFID for every row of the paper's Tables 4 and 5 (interpolation, reference-set size, K, alpha)."""
     cfg, seed = settings["ifid"], settings["seed"]
     device = compute_device()
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
-    queries = cached_latents(LatentCache(Path(latents_root) / "val"), cfg["latent"], seed, "val")
-    all_refs = cached_latents(LatentCache(Path(latents_root) / "train"), cfg["latent"], seed, "train")
+    queries = cached_latents(LatentCache(Path(latents) / "val"), cfg["latent"], seed, "val")
+    all_refs = cached_latents(LatentCache(Path(latents) / "train"), cfg["latent"], seed, "train")
     rows = []
     for variant in ifid_variant_grid(cfg):
         n = max(variant["k"], round(variant["reference_fraction"] * len(all_refs)))
@@ -191,6 +192,6 @@ def ifid_variants(
             queries, refs, k=variant["k"], alpha=variant["alpha"], method=variant["interpolation"],
             topk_pick=cfg["topk_pick"], seed=derive_seed(seed, "ifid"),
         )
-        rows.append({**variant, "num_references": len(refs), "ifid": decoded_fid(tokenizer, extractor, picked["latents"], reference)})
+        rows.append({**variant, "num_references": len(refs), "ifid": decoded_fid(vae, extractor, picked["latents"], reference)})
         log.info("iFID %s: %.4f", variant, rows[-1]["ifid"])
     write_json(out, {"variants": rows, "feature_net": extractor.name})  # rFID: reconstruction.json

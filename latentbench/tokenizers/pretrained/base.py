@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from latentbench.errors import LatentbenchError
 from latentbench.tokenizers.base import Tokenizer
 
 
@@ -69,7 +70,7 @@ class PretrainedTokenizer(Tokenizer):
         return tuple(self.row.latent_shape)
 
 
-class WeightsError(ValueError):
+class WeightsError(LatentbenchError, ValueError):
     """A released weights file that does not match its adapter (one line: file and first keys)."""
 
 
