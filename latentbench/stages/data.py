@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor, write_split
-from latentbench.data.synthetic import NUM_CLASSES, SHAPES, TEXTURES, SyntheticSpec, generate
+from latentbench.data.synthetic import (
+    NUM_CLASSES,
+    SHAPES,
+    TEXTURES,
+    SyntheticSpec,
+    generate,
+)
 from latentbench.device import compute_device
 from latentbench.errors import InputError
 from latentbench.features import load_feature_extractor

@@ -12,15 +12,16 @@ import torch
 import torch.distributed as dist
 
 from latentbench.data.shards import ShardedSplit
+from latentbench.device import compute_device
 from latentbench.diffusion import build_backbone
 from latentbench.diffusion.recipes import Recipe, get_recipe
-from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
+from latentbench.diffusion.samplers import partial_noise
+from latentbench.diffusion.samplers import sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion, world
-from latentbench.device import compute_device
-from latentbench.features import load_feature_extractor
 from latentbench.errors import InputError
-from latentbench.io import atomic_path, write_json
+from latentbench.features import load_feature_extractor
 from latentbench.features.representations import fdr6_extractors
+from latentbench.io import atomic_path, write_json
 from latentbench.metrics.fdr6 import PUBLISHED_VALIDATION_FD, fdr6
 from latentbench.metrics.fid import FeatureStats, load_stats_group, save_stats_group
 from latentbench.metrics.inception_score import InceptionScore

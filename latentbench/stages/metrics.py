@@ -15,8 +15,8 @@ import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.device import compute_device
-from latentbench.features import load_feature_extractor
 from latentbench.errors import InputError
+from latentbench.features import load_feature_extractor
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
 from latentbench.metrics.ifid import ifid_latents, sample_posterior

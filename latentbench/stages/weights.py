@@ -15,6 +15,8 @@ from latentbench.weights_fetch import (
     load_manifest,
     locate,
     required_weights,
+)
+from latentbench.weights_fetch import (
     verify as verify_file,
 )
 
