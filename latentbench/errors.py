@@ -19,3 +19,7 @@ class InputError(LatentbenchError, ValueError):
 
 class TrainingDiverged(LatentbenchError, FloatingPointError):
     """A training loop met a non-finite loss or weights; the last good checkpoint is kept."""
+
+
+class MissingInput(LatentbenchError, FileNotFoundError):
+    """An input file a job needs does not exist (names it)."""

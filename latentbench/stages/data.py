@@ -23,6 +23,7 @@ from latentbench.features import load_feature_extractor
 from latentbench.features.demo_net import save_demo_net, train_demo_net
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
+from latentbench.progress import progress
 from latentbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def split_feature_stats(split_dir: str | Path, feature_net: dict, weights: str |
     """Streaming feature statistics of every image of a split in the study's feature space."""
     extractor = load_feature_extractor(feature_net, weights, compute_device())
     stats = FeatureStats()
-    for batch in ShardedSplit(split_dir).iter_batches(batch_size, ("image",)):
+    split = ShardedSplit(split_dir)
+    batches = split.iter_batches(batch_size, ("image",))
+    for batch in progress(batches, len(split), f"reference stats {split_dir}", "img", weight=lambda b: len(b["image"])):
         stats.update(extractor(images_to_tensor(batch["image"])))
     return stats
 
@@ -121,7 +124,9 @@ def fdr6_reference_stats(plan: dict, split: str | Path, out: str | Path, batch_s
         raise InputError(f"fdr6 plan: {plan.get('not_run', 'no weights given')}")
     nets = fdr6_extractors(plan["spaces"], compute_device())
     group = {key: FeatureStats() for key in nets}
-    for batch in ShardedSplit(Path(split).parent).iter_batches(batch_size, ("image",)):
+    images_split = ShardedSplit(Path(split).parent)
+    batches = images_split.iter_batches(batch_size, ("image",))
+    for batch in progress(batches, len(images_split), "FDr6 reference stats", "img", weight=lambda b: len(b["image"])):
         images = images_to_tensor(batch["image"])
         for key, net in nets.items():
             group[key].update(net(images))

@@ -78,8 +78,7 @@ class BatchStream:
         else:
             entries = source.manifest["shards"]
             self._counts = [int(e["count"]) for e in entries]
-            # ShardedSplit has no public per-shard reader; _load verifies the checksum.
-            self._load = lambda i: source._load(entries[i])["image"]
+            self._load = lambda i: source.read_shard(i, ("image",))["image"]  # checksum-verified
         self.total = sum(self._counts)
         if self.total < batch_size:
             raise ValueError(f"train_split holds {self.total} images, fewer than batch_size {batch_size}")
