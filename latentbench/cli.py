@@ -1,307 +1,194 @@
 """Command line: one subcommand per Snakemake rule, each with explicit input and output paths.
 
-Rules pass config fragments as JSON (``--settings``, ``--spec``), so a job re-runs exactly
-when the part of the config it depends on changes. Every subcommand logs to stdout/stderr
-(the rule redirects both to its log file) and exits non-zero with a one-line message on
-bad input.
+Each subcommand is declared once, by the typed signature of the function it runs (the table
+``COMMANDS``): flags are the parameter names with dashes (``feature_net`` -> ``--feature-net``),
+a parameter without a default is a required flag, a positional-only parameter is a positional
+argument, and the help text is the function's docstring. Types follow the hints: ``dict`` and
+``Mapping`` are JSON text (rules pass config fragments as ``--settings '{...}'``, so a job re-runs
+exactly when the part of the config it depends on changes), lists take several values, ``bool``
+is a switch, paths are plain strings. Every subcommand also takes ``--threads`` (torch threads of
+the job). Snakemake redirects stdout and stderr to the rule's log file.
+
+Errors: a :class:`latentbench.errors.LatentbenchError` (bad config key, missing or corrupt input,
+missing weights, a diverged training run) is printed as one line ``latentbench <command>: error:
+...`` with exit status 1; ``LATENTBENCH_DEBUG=1`` re-raises it with its traceback. Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections.abc
+import importlib
+import inspect
 import json
 import logging
+import os
+import re
 import sys
-from typing import Callable
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {}
-
-
-def command(name: str):
-    """Register a subcommand handler."""
-
-    def wrap(fn):
-        COMMANDS[name] = fn
-        return fn
-
-    return wrap
-
-
-def _threads(args: argparse.Namespace) -> None:
-    """Torch threads: the job's CPUs, shared among the processes torchrun starts on this node."""
-    import os
-
-    from latentbench.seeding import set_threads
-
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    set_threads(max(1, getattr(args, "threads", 1) // per_node))
-
-
-@command("validate-config")
-def _validate_config(args):
-    from latentbench.config import load_config
-
-    load_config(args.config)
-    print(f"{args.config}: valid")
-
-
-@command("dataset")
-def _dataset(args):
-    from latentbench.stages.data import make_dataset
-
-    make_dataset(args.settings, args.out, args.threads)
-
-
-@command("train-feature-net")
-def _train_feature_net(args):
-    from latentbench.stages.data import train_feature_net
-
-    _threads(args)
-    train_feature_net(args.settings, args.train, args.val, args.out, args.summary)
-
-
-@command("reference-stats")
-def _reference_stats(args):
-    from latentbench.stages.data import reference_stats
-
-    _threads(args)
-    reference_stats(args.settings, args.split, args.weights, args.out)
-
-
-@command("train-tokenizer")
-def _train_tokenizer(args):
-    from latentbench.stages.tokenizers import train
-
-    _threads(args)
-    train(args.name, args.spec, args.settings, args.train, args.feature_net, args.checkpoint, args.out)
-
-
-@command("encode")
-def _encode(args):
-    from latentbench.stages.latents import encode_split
-
-    _threads(args)
-    encode_split(args.tokenizer, args.split, args.out_dir)
-
-
-@command("reconstruction-metrics")
-def _reconstruction_metrics(args):
-    from latentbench.stages.metrics import reconstruction_metrics
-
-    _threads(args)
-    reconstruction_metrics(
-        args.settings, args.tokenizer, args.val, args.latents, args.feature_net, args.val_stats, args.out, args.strip
-    )
-
-
-@command("latent-metrics")
-def _latent_metrics(args):
-    from latentbench.stages.latent_metrics import latent_metrics
-
-    _threads(args)
-    latent_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.out)
-
-
-@command("baseline-metrics")
-def _baseline_metrics(args):
-    from latentbench.stages.baselines import baseline_metrics
-
-    _threads(args)
-    baseline_metrics(args.settings, args.tokenizer, args.latents, args.train, args.val, args.feature_net, args.out)
-
-
-@command("ifid-variants")
-def _ifid_variants(args):
-    from latentbench.stages.metrics import ifid_variants
-
-    _threads(args)
-    ifid_variants(args.settings, args.tokenizer, args.latents, args.feature_net, args.val_stats, args.out)
-
-
-@command("gfid-t")
-def _gfid_t(args):
-    from latentbench.stages.diffusion import gfid_t
-
-    _threads(args)
-    gfid_t(args.settings, args.model, args.tokenizer, args.latents, args.labels, args.feature_net, args.val_stats, args.out)
-
-
-@command("trajectory-metrics")
-def _trajectory_metrics(args):
-    from latentbench.stages.latent_metrics import trajectory
-
-    _threads(args)
-    trajectory(args.settings, args.model, args.out)
-
-
-@command("train-diffusion")
-def _train_diffusion(args):
-    from latentbench.stages.diffusion import train
-
-    _threads(args)
-    train(args.backbone, args.settings, args.latents, args.labels, args.checkpoint, args.out)
-
-
-@command("sample")
-def _sample(args):
-    from latentbench.stages.diffusion import sample
-
-    _threads(args)
-    sample(
-        args.settings, args.model, args.tokenizer, args.feature_net, args.scale, args.shard, args.out, args.scores,
-        args.fdr6_plan, args.fdr6_out,
-    )
-
-
-@command("fdr6-reference-stats")
-def _fdr6_reference_stats(args):
-    from latentbench.stages.data import fdr6_reference_stats
-
-    _threads(args)
-    fdr6_reference_stats(args.plan, args.split, args.out)
-
-
-@command("generation-metrics")
-def _generation_metrics(args):
-    from latentbench.stages.diffusion import generation_metrics
-
-    generation_metrics(
-        args.settings, args.shards, args.scores, args.reference, args.out, args.fdr6_plan, args.fdr6_shards, args.fdr6_references
-    )
-
-
-@command("diffusion-loss")
-def _diffusion_loss(args):
-    from latentbench.stages.diffusion import diffusion_loss
-
-    _threads(args)
-    diffusion_loss(args.settings, args.model, args.latents, args.labels, args.out)
-
-
-@command("collect")
-def _collect(args):
-    from latentbench.stages.report import collect
-
-    collect(args.metrics_dir, args.latents_dir, args.tokenizers, args.backbones, args.out)
-
-
-@command("correlate")
-def _correlate(args):
-    from latentbench.stages.report import correlate_study
-
-    correlate_study(args.metrics, args.settings, args.out)
-
-
-@command("report")
-def _report(args):
-    from latentbench.report.render import render_report
-
-    render_report(args.results, args.config, args.out)
-
-
-@command("fetch-weights")
-def _fetch_weights(args):
-    from latentbench.stages.weights import fetch_weights
-
-    fetch_weights(
-        args.weights_dir, names=args.names, settings=args.settings, into_dir=args.into_dir,
-        verify_present=args.verify, stamp=args.stamp,
-    )
-
-
-def _json(text: str):
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+# subcommand -> "module:function" whose signature is the subcommand's interface (imported lazily:
+# a job imports only its own stage).
+COMMANDS: dict[str, str] = {
+    "validate-config": "latentbench.config:validate_config_file",
+    "dataset": "latentbench.stages.data:make_dataset",
+    "train-feature-net": "latentbench.stages.data:train_feature_net",
+    "reference-stats": "latentbench.stages.data:reference_stats",
+    "fdr6-reference-stats": "latentbench.stages.data:fdr6_reference_stats",
+    "train-tokenizer": "latentbench.stages.tokenizers:train_tokenizer_job",
+    "encode": "latentbench.stages.latents:encode_split",
+    "reconstruction-metrics": "latentbench.stages.metrics:reconstruction_metrics",
+    "latent-metrics": "latentbench.stages.latent_metrics:latent_metrics",
+    "baseline-metrics": "latentbench.stages.baselines:baseline_metrics",
+    "ifid-variants": "latentbench.stages.metrics:ifid_variants",
+    "gfid-t": "latentbench.stages.diffusion:gfid_t",
+    "trajectory-metrics": "latentbench.stages.latent_metrics:trajectory",
+    "train-diffusion": "latentbench.stages.diffusion:train_diffusion_job",
+    "sample": "latentbench.stages.diffusion:sample",
+    "generation-metrics": "latentbench.stages.diffusion:generation_metrics",
+    "diffusion-loss": "latentbench.stages.diffusion:diffusion_loss",
+    "collect": "latentbench.stages.report:collect",
+    "correlate": "latentbench.stages.report:correlate_study",
+    "report": "latentbench.report.render:render_report",
+    "fetch-weights": "latentbench.stages.weights:fetch_weights",
+}
+# Flag names that differ from the parameter name, for functions whose owners keep another name
+# (the report stage's ``metrics_csv`` is ``--metrics`` in rules/report.smk).
+FLAG_NAMES: dict[str, dict[str, str]] = {"correlate": {"metrics_csv": "metrics"}}
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """The function behind subcommand ``name``."""
+    module, _, attr = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand and its explicit paths."""
-    parser = argparse.ArgumentParser(prog="latentbench", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _strip_optional(hint: Any) -> Any:
+    """``X | None`` -> ``X`` (the None default says the flag may be left out)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else typing.Union[tuple(args)]
+    return hint
 
-    def add(name: str, *options: tuple[str, dict]) -> None:
-        p = sub.add_parser(name)
-        for flag, kw in options:
-            p.add_argument(flag, **kw)
 
-    req = {"required": True}
-    js = {"required": True, "type": _json}
-    threads = ("--threads", {"type": int, "default": 1})
-    add("validate-config", ("config", {}))
-    add("dataset", ("--settings", js), ("--out", req), threads)
-    add("train-feature-net", ("--settings", js), ("--train", req), ("--val", req), ("--out", req), ("--summary", req), threads)
-    add("reference-stats", ("--settings", js), ("--split", req), ("--weights", req), ("--out", req), threads)
-    add(
-        "train-tokenizer",
-        ("--name", req), ("--spec", js), ("--settings", js), ("--train", req), ("--feature-net", req),
-        ("--checkpoint", req), ("--out", req), threads,
-    )
-    add("encode", ("--tokenizer", req), ("--split", req), ("--out-dir", req), threads)
-    add(
-        "reconstruction-metrics",
-        ("--settings", js), ("--tokenizer", req), ("--val", req), ("--latents", req), ("--feature-net", req),
-        ("--val-stats", req), ("--out", req), ("--strip", req), threads,
-    )
-    add(
-        "latent-metrics",
-        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req), ("--out", req), threads,
-    )
-    add(
-        "baseline-metrics",
-        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--train", req), ("--val", req),
-        ("--feature-net", req), ("--out", req), threads,
-    )
-    add(
-        "ifid-variants",
-        ("--settings", js), ("--tokenizer", req), ("--latents", req), ("--feature-net", req), ("--val-stats", req),
-        ("--out", req), threads,
-    )
-    add(
-        "gfid-t",
-        ("--settings", js), ("--model", req), ("--tokenizer", req), ("--latents", req), ("--labels", req),
-        ("--feature-net", req), ("--val-stats", req), ("--out", req), threads,
-    )
-    add("trajectory-metrics", ("--settings", js), ("--model", req), ("--out", req), threads)
-    add(
-        "train-diffusion",
-        ("--backbone", js), ("--settings", js), ("--latents", req), ("--labels", req), ("--checkpoint", req),
-        ("--out", req), threads,
-    )
-    add(
-        "sample",
-        ("--settings", js), ("--model", req), ("--tokenizer", req), ("--feature-net", req), ("--scale", {"type": float, "required": True}),
-        ("--shard", {"type": int, "required": True}), ("--out", req), ("--scores", req), ("--fdr6-plan", js), ("--fdr6-out", req),
-        threads,
-    )
-    add(
-        "generation-metrics",
-        ("--settings", js), ("--shards", {"nargs": "+", "required": True}), ("--scores", {"nargs": "+", "required": True}),
-        ("--reference", req), ("--out", req), ("--fdr6-plan", js), ("--fdr6-shards", {"nargs": "+", "required": True}),
-        ("--fdr6-references", {"nargs": "*", "default": []}),
-    )
-    add("fdr6-reference-stats", ("--plan", js), ("--split", req), ("--out", req), threads)
-    add("diffusion-loss", ("--settings", js), ("--model", req), ("--latents", req), ("--labels", req), ("--out", req), threads)
-    add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
-    add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))
-    add("report", ("--results", req), ("--config", js), ("--out", req))
-    add(
-        "fetch-weights",
-        ("--weights-dir", req), ("--names", {"nargs": "*", "default": []}), ("--settings", {"type": _json, "default": None}),
-        ("--into-dir", {"action": "store_true"}), ("--verify", {"action": "store_true"}), ("--stamp", {"default": None}),
-    )
+def _is_pathlike(hint: Any) -> bool:
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return all(p in (str, Path, os.PathLike) for p in parts)
+
+
+_SEQUENCES = (list, tuple, collections.abc.Iterable, collections.abc.Sequence)
+_MAPPINGS = (dict, collections.abc.Mapping)
+
+
+def argument_spec(param: inspect.Parameter, hint: Any) -> dict[str, Any]:
+    """argparse keywords of one parameter from its type hint and default."""
+    required = param.default is inspect.Parameter.empty
+    hint = _strip_optional(hint)
+    origin = typing.get_origin(hint) or hint
+    kw: dict[str, Any] = {} if required else {"default": param.default}
+    if hint is bool:
+        if not required and param.default is True:
+            return {**kw, "action": argparse.BooleanOptionalAction}
+        return {"action": "store_true", "default": False}
+    if origin in _MAPPINGS or hint is Any:
+        kw.update(type=_json, metavar="JSON")
+    elif origin in _SEQUENCES:
+        (item,) = typing.get_args(hint)[:1] or (str,)
+        kw.update(nargs="+" if required else "*", type=str if _is_pathlike(item) else item)
+        if not required:
+            kw["default"] = list(param.default)
+    elif hint in (int, float):
+        kw["type"] = hint
+    elif _is_pathlike(hint):
+        kw["metavar"] = "PATH"
+    else:
+        raise TypeError(f"{param.name}: no command-line form for type {hint!r}")
+    if not kw.get("action") and required and param.kind is not inspect.Parameter.POSITIONAL_ONLY:
+        kw["required"] = True
+    return kw
+
+
+def _param_help(doc: str, param: inspect.Parameter) -> str | None:
+    """The docstring's ````name``: ...`` sentence for ``param``, plus its default."""
+    match = re.search(rf"``{param.name}``:\s*(.+?)(?:\n\s*\n|\n``|$)", doc, re.S)
+    text = " ".join(match.group(1).split()) if match else ""
+    if param.default not in (inspect.Parameter.empty, None, False, (), []):
+        text += f" (default: {param.default})"
+    return text.strip() or None
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, fn: Callable[..., Any]) -> argparse.ArgumentParser:
+    """A subparser whose arguments are ``fn``'s parameters (help from its docstring)."""
+    doc = inspect.getdoc(fn) or ""
+    summary = " ".join(doc.split("\n\n")[0].split())
+    parser = sub.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(fn)
+    renames = FLAG_NAMES.get(name, {})
+    for param in inspect.signature(fn).parameters.values():
+        kw = argument_spec(param, hints.get(param.name, str))
+        kw["dest"] = param.name
+        kw["help"] = _param_help(doc, param)
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            kw.pop("dest")
+            kw["metavar"] = param.name.upper()
+            parser.add_argument(param.name, **kw)
+        else:
+            parser.add_argument("--" + renames.get(param.name, param.name).replace("_", "-"), **kw)
+    if "threads" not in inspect.signature(fn).parameters:
+        parser.add_argument("--threads", type=int, default=1, dest="_threads", metavar="N", help="torch threads of this job")
+    parser.set_defaults(_command=name, _fn=fn)
     return parser
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand (or only of ``only``: a job imports its own stage alone)."""
+    parser = argparse.ArgumentParser(
+        prog="latentbench", description=__doc__.split("\n")[0], epilog="LATENTBENCH_DEBUG=1 shows tracebacks of input errors too."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS if only is None else [only]:
+        add_command(sub, name, resolve(name))
+    return parser
+
+
+def _set_threads(threads: int) -> None:
+    """Torch threads: the job's CPUs, shared among the processes torchrun starts on this node."""
+    from latentbench.seeding import set_threads
+
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    set_threads(max(1, threads // per_node))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latentbench`` command."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    from latentbench.errors import LatentbenchError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = vars(build_parser(first if first in COMMANDS else None).parse_args(argv))
+    name, fn = args.pop("_command"), args.pop("_fn")
+    args.pop("command")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    _set_threads(args.pop("_threads", None) or args.get("threads", 1))
+    params = inspect.signature(fn).parameters.values()
+    positional = [args.pop(p.name) for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     try:
-        COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: one line; bugs keep their traceback
-        print(f"latentbench {args.command}: error: {exc}", file=sys.stderr)
+        fn(*positional, **args)
+    except LatentbenchError as exc:
+        if os.environ.get("LATENTBENCH_DEBUG") == "1":
+            raise
+        print(f"latentbench {name}: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -16,10 +16,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from latentbench.errors import LatentbenchError
+
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(LatentbenchError, ValueError):
     """A configuration problem, reported in one line."""
 
 
@@ -84,6 +86,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     config.update(overrides or {})
     return check_config(config)
+
+
+def validate_config_file(config: str | Path, /) -> None:
+    """Check a study config against the schema (and the tokenizer variants) without running anything."""
+    load_config(config)
+    print(f"{config}: valid")
 
 
 # Tokenizer keys that only place the tokenizer in the analyses; the model does not depend on them.

@@ -22,10 +22,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from latentbench.errors import LatentbenchError
+
 __all__ = ["WeightMissing", "hf_hub_cache", "resolve_weight", "torch_hub_checkpoints"]
 
 
-class WeightMissing(FileNotFoundError):
+class WeightMissing(LatentbenchError, FileNotFoundError):
     """A declared weight file is not on this machine.
 
     ``str(err)`` reads "not run: needs <name> (<filename>) in <weights_dir>; get it from

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from latentbench.errors import LatentbenchError
 from latentbench.io import atomic_path
 from latentbench.weights import WeightMissing, hf_hub_cache, resolve_weight
 
@@ -54,11 +55,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 
 
-class WeightChecksumError(ValueError):
+class WeightChecksumError(LatentbenchError, ValueError):
     """A weight file's size or SHA-256 differs from the manifest's."""
 
 
-class WeightFetchError(FileNotFoundError):
+class WeightFetchError(LatentbenchError, FileNotFoundError):
     """One or more weight files could not be fetched; the message lists each and its source."""
 
     def __init__(self, message: str) -> None:

@@ -58,7 +58,7 @@ rule sample:
         "latentbench sample --model {input.model} --tokenizer {input.tokenizer} "
         "--feature-net {input.weights} --settings {params.settings:q} --scale {wildcards.scale} "
         "--shard {wildcards.shard} --threads {threads} --out {output.stats} --scores {output.scores} "
-        "--fdr6-plan {params.fdr6:q} --fdr6-out {output.fdr6} > {log} 2>&1"
+        "--fdr6-plan {params.fdr6:q} --fdr6-out {output.fdr6} --grid {output.grid} > {log} 2>&1"
 
 
 rule generation_metrics:

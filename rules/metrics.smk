@@ -10,6 +10,8 @@ rule reconstruction_metrics:
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
         ref_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
         ref_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",
+        ref_stats_json=f"{RESULTS}/latents/{{tok}}/train/stats.json",
         weights=FID_WEIGHTS,
         val_stats=reference_stats("val"),
     output:
@@ -37,6 +39,7 @@ rule diffusion_loss:
         model=rules.train_diffusion.output,
         mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        stats=f"{RESULTS}/latents/{{tok}}/val/stats.json",
         val=rules.dataset.output.val,
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json",
@@ -64,6 +67,8 @@ rule latent_metrics:
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
         train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
         train_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",
+        train_stats_json=f"{RESULTS}/latents/{{tok}}/train/stats.json",
     output:
         f"{RESULTS}/metrics/{{tok}}/latent.json",
     params:
@@ -109,6 +114,10 @@ rule baseline_metrics:
         weights=rules.feature_net.output.weights,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        train_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",
+        train_stats_json=f"{RESULTS}/latents/{{tok}}/train/stats.json",
     output:
         f"{RESULTS}/metrics/{{tok}}/baselines.json",
     params:
@@ -132,6 +141,10 @@ rule ifid_variants:
         tokenizer=rules.train_tokenizer.output,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
+        val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        train_std=f"{RESULTS}/latents/{{tok}}/train/std.npy",
+        val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",
+        train_stats_json=f"{RESULTS}/latents/{{tok}}/train/stats.json",
         weights=FID_WEIGHTS,
         val_stats=reference_stats("val"),
     output:
@@ -157,6 +170,8 @@ rule gfid_t:
         model=rules.train_diffusion.output,
         tokenizer=rules.train_tokenizer.output,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
+        val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
+        val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",
         val=rules.dataset.output.val,
         weights=FID_WEIGHTS,
         val_stats=reference_stats("val"),

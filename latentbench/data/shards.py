@@ -1,9 +1,11 @@
 """Sharded image datasets with a manifest: write, verify, stream.
 
-A split lives in a folder ``<root>/<split>/`` holding ``shard-00000.npz`` ... and a
-``manifest.json`` that lists every shard with its image count and sha256. The manifest is
-written last (atomically), so a folder without one is incomplete. Readers verify each
-shard's checksum before use and stop with an error naming the corrupt file.
+A split lives in a folder ``<root>/<split>/`` holding ``shard-00000.npz`` ..., a
+``labels.npy`` with every image's class (so reading labels never reads an image) and a
+``manifest.json`` that lists every shard with its image count and sha256 (and the labels
+file's). The manifest is written last (atomically), so a folder without one is incomplete.
+Readers load only the fields they ask for and verify each file's checksum before use,
+stopping with an error naming the corrupt file.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from latentbench.io import atomic_path, read_json, write_json
+from latentbench.errors import InputError, MissingInput
+from latentbench.io import atomic_path, load_npy, read_json, save_npy, write_json
 
 FIELDS = ("image", "label", "mask", "depth", "seg")
+LABELS_FILE = "labels.npy"
 
 
 def _sha256(path: Path) -> str:
@@ -49,13 +53,15 @@ def write_split(
         progress = read_json(progress_path)
         if progress.get("key") == resume_key:
             done = {e["file"]: e for e in progress["shards"]}
-    shards = []
+    shards, labels = [], []
     for index, start in enumerate(range(0, num_images, shard_size)):
         count = min(shard_size, num_images - start)
         name = f"shard-{index:05d}.npz"
         previous = done.get(name)
         if previous and previous["count"] == count and (out_dir / name).exists() and _sha256(out_dir / name) == previous["sha256"]:
             shards.append(previous)
+            with np.load(out_dir / name) as data:
+                labels.append(data["label"])
             continue
         arrays = make(start, count)
         missing = [f for f in ("image", "label") if f not in arrays]
@@ -63,12 +69,15 @@ def write_split(
             raise ValueError(f"shard {index} of {out_dir}: missing fields {missing}")
         with atomic_path(out_dir / name, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
+        labels.append(np.asarray(arrays["label"]))
         shards.append({"file": name, "count": count, "sha256": _sha256(out_dir / name)})
         if resume_key is not None:
             write_json(progress_path, {"key": resume_key, "shards": shards})
+    save_npy(out_dir / LABELS_FILE, np.concatenate(labels) if labels else np.zeros(0, np.int64))
     manifest = {
         "num_images": num_images,
         "shards": shards,
+        "labels": {"file": LABELS_FILE, "sha256": _sha256(out_dir / LABELS_FILE)},
         "fields": sorted(make(0, 1).keys()) if num_images else [],
         "meta": meta or {},
     }
@@ -84,7 +93,7 @@ class ShardedSplit:
         self.dir = Path(split_dir)
         manifest_path = self.dir / "manifest.json"
         if not manifest_path.exists():
-            raise FileNotFoundError(f"{manifest_path}: no manifest; the split is missing or incomplete")
+            raise MissingInput(f"{manifest_path}: no manifest; the split is missing or incomplete")
         self.manifest = read_json(manifest_path)
         self.verify = verify
         self._verified: set[str] = set()
@@ -96,28 +105,62 @@ class ShardedSplit:
     def meta(self) -> dict:
         return self.manifest.get("meta", {})
 
-    def _load(self, entry: dict) -> dict[str, np.ndarray]:
-        path = self.dir / entry["file"]
+    def _check(self, path: Path, sha256: str, what: str = "shard") -> None:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: shard listed in the manifest is missing")
-        if self.verify and entry["file"] not in self._verified:
-            if _sha256(path) != entry["sha256"]:
-                raise ValueError(f"{path}: corrupt shard (sha256 does not match the manifest)")
-            self._verified.add(entry["file"])
+            raise MissingInput(f"{path}: {what} listed in the manifest is missing")
+        if self.verify and path.name not in self._verified:
+            if _sha256(path) != sha256:
+                raise InputError(f"{path}: corrupt {what} (sha256 does not match the manifest)")
+            self._verified.add(path.name)
+
+    def read_shard(self, index: int, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
+        """The ``fields`` (those present) of shard ``index``; only those arrays are read from the file."""
+        entry = self.manifest["shards"][index]
+        path = self.dir / entry["file"]
+        self._check(path, entry["sha256"])
         try:
             with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in fields if k in data.files}
         except Exception as exc:  # noqa: BLE001 - any decode failure means a corrupt shard
-            raise ValueError(f"{path}: corrupt shard ({exc})") from None
-        if len(arrays["label"]) != entry["count"]:
-            raise ValueError(f"{path}: holds {len(arrays['label'])} images, manifest says {entry['count']}")
+            raise InputError(f"{path}: corrupt shard ({exc})") from None
+        for k, v in arrays.items():
+            if len(v) != entry["count"]:
+                raise InputError(f"{path}: {k} holds {len(v)} rows, manifest says {entry['count']}")
         return arrays
 
     def iter_shards(self, fields: tuple[str, ...] = FIELDS) -> Iterator[dict[str, np.ndarray]]:
-        """Yield shard dicts in order, restricted to ``fields`` present in the data."""
-        for entry in self.manifest["shards"]:
-            arrays = self._load(entry)
-            yield {k: arrays[k] for k in fields if k in arrays}
+        """Yield shard dicts in order, restricted to ``fields`` present in the data (only those are read)."""
+        for index in range(len(self.manifest["shards"])):
+            yield self.read_shard(index, fields)
+
+    def has_field(self, field: str) -> bool:
+        """Whether the split's shards hold ``field`` (e.g. ``mask``)."""
+        if "fields" in self.manifest:
+            return field in self.manifest["fields"]
+        return bool(self.manifest["shards"]) and field in self.read_shard(0, (field,))
+
+    def labels(self) -> np.ndarray:
+        """Every image's class label, from ``labels.npy`` (no image is read); older splits without
+        the file read the label arrays of the shards only."""
+        entry = self.manifest.get("labels")
+        if entry is None:
+            return np.concatenate([s["label"] for s in self.iter_shards(("label",))])
+        self._check(self.dir / entry["file"], entry["sha256"], "labels file")
+        labels = np.asarray(load_npy(self.dir / entry["file"], mmap=False))
+        if len(labels) != len(self):
+            raise InputError(f"{self.dir / entry['file']}: {len(labels)} labels, manifest says {len(self)} images")
+        return labels
+
+    def load_first(self, count: int, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
+        """The first ``count`` images (all if fewer), reading only the shards that hold them."""
+        parts, held = [], 0
+        for index, entry in enumerate(self.manifest["shards"]):
+            if held >= count:
+                break
+            shard = self.read_shard(index, fields)
+            parts.append({k: v[: count - held] for k, v in shard.items()})
+            held += min(entry["count"], count - held)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def iter_batches(self, batch_size: int, fields: tuple[str, ...] = FIELDS) -> Iterator[dict[str, np.ndarray]]:
         """Yield batches of exactly ``batch_size`` (last one shorter) across shard borders, in order."""
@@ -139,7 +182,7 @@ class ShardedSplit:
         """At most ``max_images`` images spread evenly over the split (every k-th), streamed shard by
         shard so memory holds only the subset; the whole split when it is small enough."""
         if max_images < 1:
-            raise ValueError(f"max_images: must be positive, got {max_images}")
+            raise InputError(f"max_images: must be positive, got {max_images}")
         stride = max(1, -(-len(self) // max_images))
         parts, start = [], 0
         for shard in self.iter_shards(fields):

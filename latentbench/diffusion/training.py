@@ -26,6 +26,7 @@ from torch import nn
 
 from latentbench.checkpoint import EMA, load_checkpoint, save_checkpoint
 from latentbench.diffusion.transport import Transport
+from latentbench.errors import TrainingDiverged
 from latentbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def train_diffusion(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss, _ = transport.training_loss(net, x[sl].to(device), y[sl].to(device), t=t[sl], eps=eps[sl])
                 if not math.isfinite(loss.item()):
-                    raise ValueError(
+                    raise TrainingDiverged(
                         f"non-finite diffusion loss ({loss.item()}) at step {step}; "
                         f"the last good checkpoint {checkpoint} is kept"
                     )

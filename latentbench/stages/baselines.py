@@ -8,54 +8,63 @@ from pathlib import Path
 import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
+from latentbench.device import compute_device
 from latentbench.features.demo_net import load_demo_net
 from latentbench.io import write_json
+from latentbench.latents import LatentCache, as_tensor
 from latentbench.metrics.baselines import eq_loss, gmm_loss, se_loss, vf_metric
 from latentbench.seeding import derive_seed
-from latentbench.stages.latents import LatentCache
-from latentbench.stages.metrics import cached_latents
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def _images(manifest: str | Path, limit: int) -> torch.Tensor:
-    return images_to_tensor(ShardedSplit(Path(manifest).parent).load_all(("image",))["image"][:limit])
+def _first_images(manifest: str | Path, count: int) -> torch.Tensor:
+    """The split's first ``count`` images (only the shards holding them are read)."""
+    return images_to_tensor(ShardedSplit(Path(manifest).parent).load_first(count, ("image",))["image"])
 
 
 @torch.no_grad()
-def _alignment_features(net, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+def _alignment_features(net, images: torch.Tensor, device: torch.device, batch: int = 500) -> torch.Tensor:
     """The demo net's last-stage feature grid (stands in for DINOv2 patch tokens, spec §5.4)."""
-    return torch.cat([net.feature_maps(images[i : i + batch])[-1] for i in range(0, len(images), batch)])
+    return torch.cat([net.feature_maps(images[i : i + batch].to(device))[-1].cpu() for i in range(0, len(images), batch)])
 
 
 def baseline_metrics(
-    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, train_manifest: str | Path,
-    val_manifest: str | Path, feature_net: str | Path, out: str | Path,
+    settings: dict, tokenizer: str | Path, latents: str | Path, train: str | Path,
+    val: str | Path, feature_net: str | Path, out: str | Path,
 ) -> None:
-    """EQ and SE on val images, VF with a projection fitted on train, GMM fitted on train latents."""
-    cfg, seed = settings["baselines"], settings["seed"]
-    tokenizer = load_tokenizer(tokenizer_path).eval()
-    encode = lambda x: tokenizer.encode_moments(x)[0]  # noqa: E731  (posterior mean)
-    val_images = _images(val_manifest, cfg["images"])
-    latents_root = Path(latents_root)
-    train_z = cached_latents(LatentCache(latents_root / "train"), settings["ifid"]["latent"], seed, "train")
-    val_z = cached_latents(LatentCache(latents_root / "val"), settings["ifid"]["latent"], seed, "val")
+    """EQ and SE on val images, VF with a projection fitted on train, GMM fitted on train latents.
+
+    ``latents``: the tokenizer's cache folder (``train/`` and ``val/``). ``train``, ``val``: the
+    splits' manifests; only the first ``baselines.images`` images of each are read.
+    """
+    cfg, seed, mode = settings["baselines"], settings["seed"], settings["ifid"]["latent"]
+    device = compute_device()
+    vae = load_tokenizer(tokenizer).eval().to(device)
+    train_cache, val_cache = LatentCache(Path(latents) / "train"), LatentCache(Path(latents) / "val")
+    val_images = _first_images(val, cfg["images"])
     result: dict[str, object] = {"images": len(val_images), "alignment_features": "demo-cnn stage 3"}
+    encode = lambda x: vae.encode_moments(x.to(device))[0].cpu()  # noqa: E731  (posterior mean)
+    decode = lambda z: vae.decode(z.to(device)).cpu()  # noqa: E731
+    latent_hw = tuple(val_cache.latent_shape[-2:])
     with torch.no_grad():
-        result["eq_loss"] = eq_loss(encode, tokenizer.decode, val_images, tuple(val_z.shape[-2:]), seed=derive_seed(seed, "eq"))
-        result["se_loss"] = se_loss(encode, tokenizer.decode, val_images)
-    net = load_demo_net(feature_net)
-    train_images = _images(train_manifest, cfg["images"])
+        result["eq_loss"] = eq_loss(encode, decode, val_images, latent_hw, seed=derive_seed(seed, "eq"))
+        result["se_loss"] = se_loss(encode, decode, val_images)
+    net = load_demo_net(feature_net).to(device)
+    train_images = _first_images(train, cfg["images"])
     vf = vf_metric(
-        train_z[: len(train_images)], _alignment_features(net, train_images), val_z[: len(val_images)],
-        _alignment_features(net, val_images), steps=cfg["vf_steps"], seed=derive_seed(seed, "vf"),
+        train_cache.rows(0, len(train_images), mode, seed, "train"), _alignment_features(net, train_images, device),
+        val_cache.rows(0, len(val_images), mode, seed, "val"), _alignment_features(net, val_images, device),
+        steps=cfg["vf_steps"], seed=derive_seed(seed, "vf"),
     )
     result.update(vf_loss=vf["vf_loss"], vf_fit_loss=vf["fit_loss"])
-    gmm = gmm_loss(
-        train_z, val_z, n_components=cfg["gmm_components"], n_fit=cfg["gmm_tokens"], n_eval=cfg["gmm_tokens"],
-        seed=derive_seed(seed, "gmm") % 2**31,
-    )
+    # the GMM reads only its drawn tokens: hand it memory maps, not the splits
+    with train_cache.array(mode, seed, "train") as ztr, val_cache.array(mode, seed, "val") as zva:
+        gmm = gmm_loss(
+            as_tensor(ztr), as_tensor(zva), n_components=cfg["gmm_components"], n_fit=cfg["gmm_tokens"],
+            n_eval=cfg["gmm_tokens"], seed=derive_seed(seed, "gmm") % 2**31,
+        )
     result.update(gmm_loss=gmm["gmm_loss"], gmm_components=gmm["k"])
     write_json(out, result)
     log.info("baselines: %s", {k: v for k, v in result.items() if isinstance(v, float)})

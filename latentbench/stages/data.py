@@ -10,23 +10,31 @@ from pathlib import Path
 import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor, write_split
-from latentbench.data.synthetic import NUM_CLASSES, SHAPES, TEXTURES, SyntheticSpec, generate
+from latentbench.data.synthetic import (
+    NUM_CLASSES,
+    SHAPES,
+    TEXTURES,
+    SyntheticSpec,
+    generate,
+)
 from latentbench.device import compute_device
+from latentbench.errors import InputError
 from latentbench.features import load_feature_extractor
 from latentbench.features.demo_net import save_demo_net, train_demo_net
 from latentbench.io import write_json
 from latentbench.metrics.fid import FeatureStats
+from latentbench.progress import progress
 from latentbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = {"train": 0, "val": 1}
 
 
-def make_dataset(settings: dict, out_root: str | Path, workers: int = 1) -> None:
+def make_dataset(settings: dict, out: str | Path, threads: int = 1) -> None:
     """Write the train and val splits as verified shards: generated (synthetic) or imported (imagefolder)."""
     data = settings["data"]
     if data["kind"] == "imagefolder":
-        import_image_folder(data, out_root, workers)
+        import_image_folder(data, out, threads)
         return
     for split in ("train", "val"):
         spec = SyntheticSpec(data[split], data["resolution"], derive_seed(settings["seed"], "data", split))
@@ -38,7 +46,7 @@ def make_dataset(settings: dict, out_root: str | Path, workers: int = 1) -> None
             "classes": [f"{s}/{t}" for s, t in zip(SHAPES, TEXTURES)],
         }
         write_split(
-            Path(out_root) / split, data[split], data["shard_size"], lambda s, c: generate(spec, s, c), meta
+            Path(out) / split, data[split], data["shard_size"], lambda s, c: generate(spec, s, c), meta
         )
         log.info("wrote %s: %d images", split, data[split])
 
@@ -62,7 +70,7 @@ def import_image_folder(data: dict, out_root: str | Path, workers: int = 1) -> N
         folder = root / data[f"{split}_dir"]
         items = list_images(folder, classes)
         if len(items) != data[split]:
-            raise ValueError(f"data.{split}: the config says {data[split]} images, {folder} holds {len(items)}")
+            raise InputError(f"data.{split}: the config says {data[split]} images, {folder} holds {len(items)}")
         meta = {"kind": "imagefolder", "split": split, "resolution": data["resolution"], "num_classes": len(classes),
                 "classes": classes, "source": str(folder)}
         write_split(
@@ -100,21 +108,25 @@ def split_feature_stats(split_dir: str | Path, feature_net: dict, weights: str |
     """Streaming feature statistics of every image of a split in the study's feature space."""
     extractor = load_feature_extractor(feature_net, weights, compute_device())
     stats = FeatureStats()
-    for batch in ShardedSplit(split_dir).iter_batches(batch_size, ("image",)):
+    split = ShardedSplit(split_dir)
+    batches = split.iter_batches(batch_size, ("image",))
+    for batch in progress(batches, len(split), f"reference stats {split_dir}", "img", weight=lambda b: len(b["image"])):
         stats.update(extractor(images_to_tensor(batch["image"])))
     return stats
 
 
-def fdr6_reference_stats(plan: dict, split_manifest: str | Path, out: str | Path, batch_size: int = 250) -> None:
+def fdr6_reference_stats(plan: dict, split: str | Path, out: str | Path, batch_size: int = 250) -> None:
     """Statistics of one split in each of FDr6's six spaces, one pass over the images (spec diffusability §10)."""
     from latentbench.features.representations import fdr6_extractors
     from latentbench.metrics.fid import save_stats_group
 
     if "spaces" not in plan:
-        raise ValueError(f"fdr6 plan: {plan.get('not_run', 'no weights given')}")
+        raise InputError(f"fdr6 plan: {plan.get('not_run', 'no weights given')}")
     nets = fdr6_extractors(plan["spaces"], compute_device())
     group = {key: FeatureStats() for key in nets}
-    for batch in ShardedSplit(Path(split_manifest).parent).iter_batches(batch_size, ("image",)):
+    images_split = ShardedSplit(Path(split).parent)
+    batches = images_split.iter_batches(batch_size, ("image",))
+    for batch in progress(batches, len(images_split), "FDr6 reference stats", "img", weight=lambda b: len(b["image"])):
         images = images_to_tensor(batch["image"])
         for key, net in nets.items():
             group[key].update(net(images))
@@ -122,15 +134,15 @@ def fdr6_reference_stats(plan: dict, split_manifest: str | Path, out: str | Path
     log.info("FDr6 reference stats: %s", {k: v.count for k, v in group.items()})
 
 
-def reference_stats(settings: dict, split_manifest: str | Path, weights: str | Path, out: str | Path) -> None:
+def reference_stats(settings: dict, split: str | Path, weights: str | Path, out: str | Path) -> None:
     """Reference statistics of one split in the study's feature space (computed once, reused).
 
     The file is keyed by (split, feature net, image count) in its path (rules/data.smk), so a
     study that changes any of the three gets new statistics instead of stale ones.
     """
-    stats = split_feature_stats(Path(split_manifest).parent, settings["feature_net"], weights)
-    expected = settings.get("data", {}).get(Path(split_manifest).parent.name)
+    stats = split_feature_stats(Path(split).parent, settings["feature_net"], weights)
+    expected = settings.get("data", {}).get(Path(split).parent.name)
     if expected is not None and stats.count != expected:
-        raise ValueError(f"{split_manifest}: {stats.count} images, but the config's data section says {expected}")
+        raise InputError(f"{split}: {stats.count} images, but the config's data section says {expected}")
     stats.save(out)
     log.info("reference stats (%s): %d images, dim %d", settings["feature_net"]["name"], stats.count, len(stats.mean))

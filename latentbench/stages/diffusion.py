@@ -1,62 +1,42 @@
-"""Diffusion jobs (rules/diffusion.smk, rules/metrics.smk): train, sample, gFID, held-out loss."""
+"""Diffusion jobs (rules/diffusion.smk, rules/metrics.smk): train, sample, gFID, held-out loss, gFID(t)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from latentbench.data.shards import ShardedSplit
-from latentbench.diffusion import build_backbone
-from latentbench.diffusion.recipes import Recipe, get_recipe
-from latentbench.diffusion.samplers import partial_noise, sample as run_sampler
-from latentbench.diffusion.training import TrainSettings, train_diffusion, world
 from latentbench.device import compute_device
+from latentbench.diffusion import build_backbone
+from latentbench.diffusion.distributed import close_distributed, init_distributed
+from latentbench.diffusion.io import LatentNormalizer, load_diffusion, save_backbone
+from latentbench.diffusion.recipes import Recipe, get_recipe
+from latentbench.diffusion.samplers import partial_noise
+from latentbench.diffusion.samplers import sample as run_sampler
+from latentbench.diffusion.training import TrainSettings, train_diffusion, world
+from latentbench.errors import InputError
 from latentbench.features import load_feature_extractor
-from latentbench.io import atomic_path, write_json
 from latentbench.features.representations import fdr6_extractors
+from latentbench.images import save_grid
+from latentbench.io import write_json
+from latentbench.latents import LatentCache, as_tensor
 from latentbench.metrics.fdr6 import PUBLISHED_VALIDATION_FD, fdr6
 from latentbench.metrics.fid import FeatureStats, load_stats_group, save_stats_group
 from latentbench.metrics.inception_score import InceptionScore
+from latentbench.progress import progress
 from latentbench.seeding import derive_seed, seed_everything
-from latentbench.stages.images import save_grid
-from latentbench.stages.latents import LatentCache
-from latentbench.stages.metrics import cached_latents, decoded_fid
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class LatentNormalizer:
-    """The recipe's latent normalisation outside the model (spec models.md §1.6 ``latent_norm``).
-
-    ``channel_stats``: (z − mean_c)/std_c with the cache's per-channel statistics (LightningDiT);
-    ``bn_online``: identity here, the model's own BatchNorm normalises (iFID SiT).
-    """
-
-    def __init__(self, kind: str, mean: torch.Tensor, std: torch.Tensor) -> None:
-        if kind not in ("channel_stats", "bn_online"):
-            raise ValueError(f"latent_norm {kind!r} is not available for tokenizers trained in the DAG")
-        self.kind, self.mean, self.std = kind, mean, std
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.mean) / self.std if self.kind == "channel_stats" else z
-
-    def invert(self, u: torch.Tensor) -> torch.Tensor:
-        return u * self.std + self.mean if self.kind == "channel_stats" else u
-
-
-def _num_classes(labels_manifest: str | Path) -> int:
-    return int(ShardedSplit(Path(labels_manifest).parent, verify=False).meta["num_classes"])
-
-
-def _labels(labels_manifest: str | Path) -> torch.Tensor:
-    return torch.from_numpy(ShardedSplit(Path(labels_manifest).parent).load_all(("label",))["label"])
+def _split_labels(manifest: str | Path) -> tuple[torch.Tensor, int]:
+    """(every image's label, number of classes) of a split, without reading its images."""
+    split = ShardedSplit(Path(manifest).parent)
+    return torch.from_numpy(split.labels()), int(split.meta["num_classes"])
 
 
 def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int, steps: int | None = None) -> TrainSettings:
@@ -78,26 +58,20 @@ def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int, steps:
     )
 
 
-def init_distributed() -> torch.device:
-    """Join the torchrun process group when launched with WORLD_SIZE > 1; return this rank's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+def train_diffusion_job(
+    backbone: dict, settings: dict, latents: str | Path, labels: str | Path, checkpoint: str | Path, out: str | Path
+) -> None:
+    """Train one backbone on one tokenizer's cached train latents; save the EMA model.
 
-
-def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: str | Path, checkpoint: str | Path, out: str | Path) -> None:
-    """Train one backbone on one tokenizer's cached train latents; save the EMA model."""
+    ``backbone``: the config entry (JSON). ``latents``: the train cache folder. ``labels``: the
+    train manifest (its labels file is read, not its images). ``checkpoint``: resumed if present.
+    """
     cache = LatentCache(latents)
     recipe = get_recipe(backbone["recipe"])
-    latent_shape = tuple(cache.mean.shape[1:])
-    num_classes = _num_classes(labels_manifest)
-    labels = _labels(labels_manifest)
-    if len(labels) != len(cache):
-        raise ValueError(f"{latents}: {len(cache)} latents but {len(labels)} labels; re-encode the split")
+    latent_shape = cache.latent_shape
+    targets, num_classes = _split_labels(labels)
+    if len(targets) != len(cache):
+        raise InputError(f"{latents}: {len(cache)} latents but {len(targets)} labels; re-encode the split")
     opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"], backbone.get("steps"))
     device = init_distributed()
     seed_everything(opts.seed)  # the initial weights are part of the run's determinism
@@ -106,100 +80,76 @@ def train(backbone: dict, settings: dict, latents: str | Path, labels_manifest: 
     if settings["diffusion_training"]["compile"]:
         model.forward = torch.compile(model.forward)
     normalizer = LatentNormalizer(recipe.latent_norm, *cache.channel_stats())
-    mean, std = torch.from_numpy(np.asarray(cache.mean)), torch.from_numpy(np.asarray(cache.std))
+    mean, std = as_tensor(cache.mean), as_tensor(cache.std)  # memory-mapped: a batch reads its rows only
 
     def get_batch(idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         # a fresh posterior sample per step (spec models.md §1.6, study default)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)
-        return normalizer(z), labels[idx]
+        z = mean[idx] + std[idx] * torch.randn((len(idx), *latent_shape), generator=generator)
+        return normalizer(z), targets[idx]
 
     ema = train_diffusion(model, recipe.transport(latent_shape), get_batch, len(cache), opts, checkpoint)
-    if world()[0] != 0:
-        dist.destroy_process_group()
-        return
-    ema.copy_to(model)
-    model.cpu()
-    with atomic_path(out, suffix=".pt") as tmp:
-        torch.save(
-            {
-                "backbone": backbone,
-                "latent_shape": list(latent_shape),
-                "num_classes": num_classes,
-                "state_dict": model.state_dict(),
-                "channel_mean": normalizer.mean,
-                "channel_std": normalizer.std,
-                "train_settings": opts.__dict__,
-            },
-            tmp,
-        )
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def load_diffusion(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Recipe, LatentNormalizer, dict]:
-    """The EMA model (eval mode, on ``device``), its recipe, its latent normaliser and the saved payload."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    bb = payload["backbone"]
-    recipe = get_recipe(bb["recipe"])
-    model = build_backbone(bb["size"], recipe.name, tuple(payload["latent_shape"]), bb["patch_size"], num_classes=payload["num_classes"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval().requires_grad_(False).to(device)
-    stats = (payload["channel_mean"].to(device), payload["channel_std"].to(device))
-    return model, recipe, LatentNormalizer(recipe.latent_norm, *stats), payload
+    if world()[0] == 0:
+        ema.copy_to(model)
+        save_backbone(out, model.cpu(), backbone, latent_shape, num_classes, normalizer, opts.__dict__)
+    close_distributed()
 
 
 @torch.inference_mode()
 def sample(
-    settings: dict, model_path: str | Path, tokenizer_path: str | Path, feature_net: str | Path, scale: float, shard: int,
-    out: str | Path, scores: str | Path, fdr6_plan: dict, fdr6_out: str | Path,
+    settings: dict, model: str | Path, tokenizer: str | Path, feature_net: str | Path, scale: float, shard: int,
+    out: str | Path, scores: str | Path, fdr6_plan: dict, fdr6_out: str | Path, grid: str | Path,
 ) -> None:
     """One sampling shard: class-balanced labels, decode, feature statistics, IS sums, the FDr6
     spaces' statistics when ``fdr6_plan`` has their weights (else an empty group) (+ a PNG grid).
 
     Sample i of the study (global index) always gets the same label and noise, whichever
     shard draws it, so the merged statistics do not depend on the sharding.
+
+    ``out``: the shard's feature statistics. ``scores``: its Inception-Score sums. ``fdr6_out``:
+    its FDr6 statistics group. ``grid``: a PNG of its first 16 samples.
     """
     cfg = settings["sampling"]
     device = compute_device()
-    model, recipe, normalizer, payload = load_diffusion(model_path, device)
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    net, recipe, normalizer, payload = load_diffusion(model, device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     latent_shape = tuple(payload["latent_shape"])
     per_shard = -(-cfg["num_samples"] // cfg["shards"])
     first = shard * per_shard
     count = max(0, min(per_shard, cfg["num_samples"] - first))
-    stats, grid = FeatureStats(), None
+    stats, thumbnails = FeatureStats(), None
     inception_score = InceptionScore(extractor.num_classes, cfg["is_split_size"])
     fdr6_nets = fdr6_extractors(fdr6_plan.get("spaces", {}), device)
     fdr6_stats = {key: FeatureStats() for key in fdr6_nets}
     options = recipe.sampling(latent_shape)
     options.update(method=cfg["method"], steps=cfg["steps"])
     transport = recipe.transport(latent_shape)
-    for start in range(first, first + count, cfg["batch_size"]):
+    starts = range(first, first + count, cfg["batch_size"])
+    for start in progress(starts, desc=f"sample shard {shard} w={scale:g}", unit="batch"):
         n = min(cfg["batch_size"], first + count - start)
         labels = (torch.arange(start, start + n) % payload["num_classes"]).to(device)  # class-balanced
         generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
-        u = run_sampler(model, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
-        images = tokenizer.decode(normalizer.invert(u.float()))
+        u = run_sampler(net, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
+        images = vae.decode(normalizer.invert(u.float()))
         features, logits = extractor.features_and_logits(images)
         stats.update(features)
         inception_score.update(logits, start)
-        for key, net in fdr6_nets.items():
-            fdr6_stats[key].update(net(images))
-        if grid is None:
-            grid = images[:16].cpu()
+        for key, fnet in fdr6_nets.items():
+            fdr6_stats[key].update(fnet(images))
+        if thumbnails is None:
+            thumbnails = images[:16].cpu()
     stats.save(out)
     inception_score.save(scores)
     save_stats_group(fdr6_out, fdr6_stats if count else {})
-    if grid is not None:
-        save_grid([grid[:8], grid[8:16]] if len(grid) >= 16 else [grid], Path(out).with_suffix(".png"))
+    if thumbnails is not None:
+        save_grid([thumbnails[:8], thumbnails[8:16]] if len(thumbnails) >= 16 else [thumbnails], grid)
     log.info("shard %d: %d samples at w=%g", shard, count, scale)
 
 
 def _guidance_scale(path: str | Path) -> str:
     match = re.search(r"cfg([0-9.]+)", Path(path).parent.name)
     if not match:
-        raise ValueError(f"{path}: cannot read the guidance scale from the folder name")
+        raise InputError(f"{path}: cannot read the guidance scale from the folder name")
     return match.group(1)
 
 
@@ -237,12 +187,12 @@ def generation_metrics(
         scale = _guidance_scale(path)
         per_scale_is[scale] = per_scale_is[scale].merge(part) if scale in per_scale_is else part
     if per_scale.keys() != per_scale_is.keys():
-        raise ValueError(f"guidance scales of the feature shards {sorted(per_scale)} and IS shards {sorted(per_scale_is)} differ")
+        raise InputError(f"guidance scales of the feature shards {sorted(per_scale)} and IS shards {sorted(per_scale_is)} differ")
     rows = {}
     for s, st in per_scale.items():
         score = per_scale_is[s].result()
         if score["num_samples"] != st.count:
-            raise ValueError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
+            raise InputError(f"cfg {s}: {st.count} samples in the feature shards but {score['num_samples']} in the IS shards")
         rows[s] = {"gfid": st.fd(ref), "num_samples": st.count, "is": score["is"], "is_std": score["is_std"], "is_splits": score["splits"]}
     fdr6_plan = fdr6_plan or {}
     for s, value in _fdr6_per_scale(fdr6_plan, list(fdr6_shards), list(fdr6_references), settings["fdr6_divisors"]).items():
@@ -252,56 +202,68 @@ def generation_metrics(
 
 
 @torch.inference_mode()
-def diffusion_loss(settings: dict, model_path: str | Path, latents: str | Path, labels_manifest: str | Path, out: str | Path, batch_size: int = 500) -> None:
-    """Held-out flow-matching loss on the val latents (spec metrics-ifid-seesaw.md §5.1)."""
-    model, recipe, normalizer, payload = load_diffusion(model_path)
+def diffusion_loss(
+    settings: dict, model: str | Path, latents: str | Path, labels: str | Path, out: str | Path, batch_size: int = 500
+) -> None:
+    """Held-out flow-matching loss on the val latents (spec metrics-ifid-seesaw.md §5.1).
+
+    ``latents``: the val cache folder (a seeded posterior sample per image, as in training, read
+    block by block). ``labels``: the val manifest (its labels file).
+    """
+    device = compute_device()
+    net, recipe, normalizer, payload = load_diffusion(model, device)
     cache = LatentCache(latents)
-    z = cached_latents(cache, "sample", settings["seed"], "val")  # as in training: a posterior sample
-    labels = _labels(labels_manifest)
+    targets, _ = _split_labels(labels)
     transport = recipe.transport(tuple(payload["latent_shape"]))
+    seed = derive_seed(settings["seed"], "diffusion_loss")
     losses = []
-    for start in range(0, len(z), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(z)))
-        losses.append(transport.validation_loss(model, normalizer(z[idx]), labels[idx], idx, len(z), seed=derive_seed(settings["seed"], "diffusion_loss")))
-    write_json(out, {"diffusion_loss": float(torch.cat(losses).mean()), "num_images": len(z), "recipe": recipe.name})
+    for start in progress(range(0, len(cache), batch_size), desc="diffusion loss", unit="batch"):
+        stop = min(start + batch_size, len(cache))
+        z = cache.rows(start, stop, "sample", settings["seed"], "val").to(device)
+        idx = torch.arange(start, stop)
+        losses.append(transport.validation_loss(net, normalizer(z), targets[idx].to(device), idx, len(cache), seed=seed).cpu())
+    write_json(out, {"diffusion_loss": float(torch.cat(losses).mean()), "num_images": len(cache), "recipe": recipe.name})
 
 
 @torch.inference_mode()
 def gfid_t(
-    settings: dict, model_path: str | Path, tokenizer_path: str | Path, latents: str | Path, labels_manifest: str | Path,
+    settings: dict, model: str | Path, tokenizer: str | Path, latents: str | Path, labels: str | Path,
     feature_net: str | Path, val_stats: str | Path, out: str | Path, batch_size: int = 500,
 ) -> None:
     """gFID(t): noise each val latent to t, run the sampler from t to data, decode, FD vs val (spec §2.4).
 
     t is un-shifted sampler time (1 = noise; spec §2.4 step 2 [DEFAULT]); true labels, no guidance;
     the number of steps scales with t (``round(steps * t)``, at least 1). t = 0 is rFID and t = 1 is
-    the gFID of the study (§2.4 step 5), so neither is recomputed here.
+    the gFID of the study (§2.4 step 5), so neither is recomputed here. ``latents``: the val cache
+    folder (a seeded posterior sample per image, as in training, read block by block).
     """
     cfg, seed = settings["ifid"], settings["seed"]
     device = compute_device()
-    model, recipe, normalizer, payload = load_diffusion(model_path, device)
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    net, recipe, normalizer, payload = load_diffusion(model, device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
     shape = tuple(payload["latent_shape"])
     transport = recipe.transport(shape)
     options = recipe.sampling(shape)
-    z = cached_latents(LatentCache(latents), "sample", seed, "val").to(device)  # as in training: a posterior sample
-    labels = _labels(labels_manifest).to(device)
+    cache = LatentCache(latents)
+    targets, _ = _split_labels(labels)
     values = []
     for t in cfg["gfid_t_times"]:
         steps = max(1, round(settings["sampling"]["steps"] * t))
-        out_latents = []
-        for start in range(0, len(z), batch_size):
-            u = normalizer(z[start : start + batch_size])
+        stats = FeatureStats()
+        for start in progress(range(0, len(cache), batch_size), desc=f"gFID(t={t:g})", unit="batch"):
+            stop = min(start + batch_size, len(cache))
+            u = normalizer(cache.rows(start, stop, "sample", seed, "val").to(device))
             generator = torch.Generator().manual_seed(derive_seed(seed, "gfid_t", t, start))
             x_t = partial_noise(transport, u, t, options["sample_shift"], generator)
             u0 = run_sampler(
-                model, transport, tuple(u.shape), labels[start : start + batch_size], steps=steps,
+                net, transport, tuple(u.shape), targets[start:stop].to(device), steps=steps,
                 method=settings["sampling"]["method"], cfg_scale=1.0, sample_shift=options["sample_shift"],
                 generator=generator, start=x_t, t_start=t,
             )
-            out_latents.append(normalizer.invert(u0.float()))
-        values.append(decoded_fid(tokenizer, extractor, torch.cat(out_latents), reference))
+            stats.update(extractor(vae.decode(normalizer.invert(u0.float()))))
+        values.append(stats.fd(reference))
         log.info("gFID(t=%g) = %.4f (%d steps)", t, values[-1], steps)
-    write_json(out, {"t": cfg["gfid_t_times"], "gfid_t": values, "time": "unshifted", "num_images": len(z), "feature_net": extractor.name})
+    write_json(out, {"t": cfg["gfid_t_times"], "gfid_t": values, "time": "unshifted", "num_images": len(cache),
+                     "feature_net": extractor.name})

@@ -1,8 +1,9 @@
-"""Per-tokenizer metric jobs (rules/metrics.smk).
+"""Per-tokenizer metric jobs (rules/metrics.smk): reconstruction + iFID, and the iFID table variants.
 
 ``reconstruction_metrics`` is one pass over the val latents that yields rFID, PSNR, SSIM and
 iFID together, all from the same latent sample per image (spec metrics-ifid-seesaw.md §3.2
-step 6: "the same pass also gives rFID ... all on the SAME latent sample q").
+step 6: "the same pass also gives rFID ... all on the SAME latent sample q"). The reference
+latents reach the neighbour search as a memory map (latentbench.latents), never whole in memory.
 """
 
 from __future__ import annotations
@@ -15,43 +16,22 @@ import torch
 
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.device import compute_device
+from latentbench.errors import InputError
 from latentbench.features import load_feature_extractor
+from latentbench.images import save_grid
 from latentbench.io import write_json
+from latentbench.latents import LatentCache, decoded_fid
 from latentbench.metrics.fid import FeatureStats
-from latentbench.metrics.ifid import ifid_latents, sample_posterior
+from latentbench.metrics.ifid import ifid_latents
 from latentbench.metrics.lpips import LPIPSMetric
+from latentbench.metrics.neighbors import gather_rows
 from latentbench.metrics.reconstruction import psnr, ssim
+from latentbench.progress import progress
 from latentbench.seeding import derive_seed
-from latentbench.stages.images import save_grid
-from latentbench.stages.latents import LatentCache
 from latentbench.tokenizers import load_tokenizer
 from latentbench.weights import WeightMissing
 
 log = logging.getLogger(__name__)
-
-
-def cached_latents(cache: LatentCache, mode: str, seed: int, split: str) -> torch.Tensor:
-    """All latents of a cached split: the posterior mean, or a per-image seeded posterior sample.
-
-    Per-image seeds (spec metrics-ifid-seesaw.md §3.5) make image i's sample independent of
-    batching, so any job that draws it again gets the same latent.
-    """
-    mean = torch.from_numpy(np.asarray(cache.mean))
-    if mode == "mean":
-        return mean.clone()
-    std = torch.from_numpy(np.asarray(cache.std))
-    seeds = [derive_seed(seed, "posterior", split, i) for i in range(len(mean))]
-    return sample_posterior(mean, std, seeds)
-
-
-@torch.inference_mode()
-def decoded_fid(tokenizer, extractor, latents: torch.Tensor, reference: FeatureStats, batch_size: int = 250) -> float:
-    """Fréchet distance between the decoded ``latents`` and the reference statistics, streamed."""
-    stats = FeatureStats()
-    device = next(tokenizer.parameters()).device
-    for i in range(0, len(latents), batch_size):
-        stats.update(extractor(tokenizer.decode(latents[i : i + batch_size].to(device))))
-    return stats.fd(reference)
 
 
 def ifid_variant_grid(cfg: dict) -> list[dict]:
@@ -77,39 +57,37 @@ def ifid_variant_grid(cfg: dict) -> list[dict]:
 @torch.inference_mode()
 def reconstruction_metrics(
     settings: dict,
-    tokenizer_path: str | Path,
-    val_manifest: str | Path,
-    latents_root: str | Path,
+    tokenizer: str | Path,
+    val: str | Path,
+    latents: str | Path,
     feature_net: str | Path,
     val_stats: str | Path,
     out: str | Path,
     strip: str | Path,
     batch_size: int = 250,
 ) -> None:
-    """rFID, PSNR, SSIM and iFID of one tokenizer from one pass over the val latents."""
-    cfg_ifid, protocol = settings["ifid"], settings["reconstruction"]["protocol"]
-    seed = settings["seed"]
+    """rFID, PSNR, SSIM and iFID of one tokenizer from one pass over the val latents.
+
+    ``latents``: the tokenizer's cache folder (``train/``, ``val/``). ``val``: the val manifest.
+    ``val_stats``: reference feature statistics of val. ``strip``: the PNG of originals,
+    reconstructions, decoded neighbours and decoded interpolations.
+    """
+    cfg, protocol, seed = settings["ifid"], settings["reconstruction"]["protocol"], settings["seed"]
     device = compute_device()
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
-    latents_root = Path(latents_root)
-
-    queries = cached_latents(LatentCache(latents_root / "val"), cfg_ifid["latent"], seed, "val")
-    same_split = cfg_ifid["references"] == "val"
-    references = queries if same_split else cached_latents(
-        LatentCache(latents_root / "train"), cfg_ifid["latent"], seed, "train"
-    )
-    picked = ifid_latents(
-        queries,
-        references,
-        k=cfg_ifid["k"],
-        alpha=cfg_ifid["alpha"],
-        method=cfg_ifid["interpolation"],
-        topk_pick=cfg_ifid["topk_pick"],
-        exclude_self=same_split,
-        seed=derive_seed(seed, "ifid"),
-    )
+    val_cache = LatentCache(Path(latents) / "val")
+    queries = val_cache.latents(cfg["latent"], seed, "val")
+    same_split = cfg["references"] == "val"
+    ref_cache = val_cache if same_split else LatentCache(Path(latents) / "train")
+    with ref_cache.array(cfg["latent"], seed, cfg["references"]) as references:
+        picked = ifid_latents(
+            queries, references, k=cfg["k"], alpha=cfg["alpha"], method=cfg["interpolation"],
+            topk_pick=cfg["topk_pick"], exclude_self=same_split, seed=derive_seed(seed, "ifid"),
+        )
+        neighbors = gather_rows(references, picked["neighbor_index"][:8])  # for the strip
+        num_references = len(references)
 
     not_run: dict[str, str] = {}
     lpips_metric = None
@@ -122,13 +100,15 @@ def reconstruction_metrics(
     psnrs, ssims, lpipses = [], [], []
     originals = None  # the first images, kept for the thumbnail strip
     start = 0
-    for batch in ShardedSplit(Path(val_manifest).parent).iter_batches(batch_size, ("image",)):
+    split = ShardedSplit(Path(val).parent)
+    for batch in progress(split.iter_batches(batch_size, ("image",)), len(split), "reconstruction", "img",
+                          weight=lambda b: len(b["image"])):
         x = images_to_tensor(batch["image"]).to(device)
         if originals is None:
             originals = x[:8]
         sl = slice(start, start + len(x))
-        recon = tokenizer.decode(queries[sl].to(device))
-        interp = tokenizer.decode(picked["latents"][sl].to(device))
+        recon = vae.decode(queries[sl].to(device))
+        interp = vae.decode(picked["latents"][sl].to(device))
         psnrs.append(psnr(x, recon, protocol=protocol).cpu())
         ssims.append(ssim(x, recon, protocol=protocol).cpu())
         if lpips_metric is not None:
@@ -137,7 +117,7 @@ def reconstruction_metrics(
         interp_stats.update(extractor(interp))
         start += len(x)
     if start != len(queries):
-        raise ValueError(f"{val_manifest}: {start} images but {len(queries)} cached latents; re-encode the split")
+        raise InputError(f"{val}: {start} images but {len(queries)} cached latents; re-encode the split")
 
     metrics = {
         "rfid": recon_stats.fd(reference),
@@ -149,7 +129,7 @@ def reconstruction_metrics(
         "feature_net": extractor.name,
         "num_images": start,
         "protocol": protocol,
-        "ifid_settings": {**cfg_ifid, "num_references": len(references), "exclude_self": same_split},
+        "ifid_settings": {**cfg, "num_references": num_references, "exclude_self": same_split},
         "ifid_topk_entropy": picked["entropy"],
     }
     write_json(out, metrics)
@@ -157,40 +137,37 @@ def reconstruction_metrics(
 
     # Figure-5-style strip: originals, reconstructions, decoded nearest neighbours, decoded interpolations.
     n = len(originals)
-    neighbors = references[picked["neighbor_index"][:n]]
-    save_grid(
-        [
-            originals,
-            tokenizer.decode(queries[:n].to(device)),
-            tokenizer.decode(neighbors.to(device)),
-            tokenizer.decode(picked["latents"][:n].to(device)),
-        ],
-        strip,
-    )
+    rows = [queries[:n], neighbors[:n], picked["latents"][:n]]
+    save_grid([originals, *(vae.decode(r.to(device)) for r in rows)], strip)
 
 
 @torch.inference_mode()
 def ifid_variants(
-    settings: dict, tokenizer_path: str | Path, latents_root: str | Path, feature_net: str | Path, val_stats: str | Path, out: str | Path
+    settings: dict, tokenizer: str | Path, latents: str | Path, feature_net: str | Path, val_stats: str | Path, out: str | Path
 ) -> None:
-    """iFID for every row of the paper's Tables 4 and 5 (interpolation, reference-set size, K, alpha)."""
+    """iFID for every row of the paper's Tables 4 and 5 (interpolation, reference-set size, K, alpha).
+
+    ``latents``: the tokenizer's cache folder; the train latents are the references, streamed.
+    """
     cfg, seed = settings["ifid"], settings["seed"]
     device = compute_device()
-    tokenizer = load_tokenizer(tokenizer_path).eval().to(device)
+    vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
     reference = FeatureStats.load(val_stats)
-    queries = cached_latents(LatentCache(Path(latents_root) / "val"), cfg["latent"], seed, "val")
-    all_refs = cached_latents(LatentCache(Path(latents_root) / "train"), cfg["latent"], seed, "train")
+    queries = LatentCache(Path(latents) / "val").latents(cfg["latent"], seed, "val")
+    train_cache = LatentCache(Path(latents) / "train")
     rows = []
-    for variant in ifid_variant_grid(cfg):
-        n = max(variant["k"], round(variant["reference_fraction"] * len(all_refs)))
+    for variant in progress(ifid_variant_grid(cfg), desc="iFID variants", unit="variant", every=0):
+        n = max(variant["k"], round(variant["reference_fraction"] * len(train_cache)))
         # seeded uniform subsets (spec §3.4 [DEFAULT]); the full set when the fraction is 1
-        subset = torch.randperm(len(all_refs), generator=torch.Generator().manual_seed(derive_seed(seed, "ifid-refs", n)))[:n]
-        refs = all_refs if n >= len(all_refs) else all_refs[subset.sort().values]
-        picked = ifid_latents(
-            queries, refs, k=variant["k"], alpha=variant["alpha"], method=variant["interpolation"],
-            topk_pick=cfg["topk_pick"], seed=derive_seed(seed, "ifid"),
-        )
-        rows.append({**variant, "num_references": len(refs), "ifid": decoded_fid(tokenizer, extractor, picked["latents"], reference)})
+        generator = torch.Generator().manual_seed(derive_seed(seed, "ifid-refs", n))
+        subset = None if n >= len(train_cache) else np.sort(torch.randperm(len(train_cache), generator=generator)[:n].numpy())
+        with train_cache.array(cfg["latent"], seed, "train", rows=subset) as refs:
+            picked = ifid_latents(
+                queries, refs, k=variant["k"], alpha=variant["alpha"], method=variant["interpolation"],
+                topk_pick=cfg["topk_pick"], seed=derive_seed(seed, "ifid"),
+            )
+            rows.append({**variant, "num_references": len(refs)})
+        rows[-1]["ifid"] = decoded_fid(vae, extractor, picked["latents"], reference)
         log.info("iFID %s: %.4f", variant, rows[-1]["ifid"])
     write_json(out, {"variants": rows, "feature_net": extractor.name})  # rFID: reconstruction.json

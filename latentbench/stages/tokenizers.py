@@ -14,8 +14,8 @@ from latentbench.tokenizers.train import train_tokenizer
 log = logging.getLogger(__name__)
 
 
-def train(
-    name: str, spec: dict, settings: dict, train_manifest: str | Path, feature_net: str | Path, checkpoint: str | Path, out: str | Path
+def train_tokenizer_job(
+    name: str, spec: dict, settings: dict, train: str | Path, feature_net: str | Path, checkpoint: str | Path, out: str | Path
 ) -> None:
     """Train one configured tokenizer on the train split, resuming from ``checkpoint`` if present.
 
@@ -25,7 +25,7 @@ def train(
     t = settings["tokenizer_training"]
     metrics = train_tokenizer(
         spec,
-        ShardedSplit(Path(train_manifest).parent),
+        ShardedSplit(Path(train).parent),
         out,
         checkpoint_path=checkpoint,
         feature_net=load_demo_net(feature_net),

@@ -14,8 +14,7 @@ The autoencoder works on images in [-1, 1]; :class:`ConvKLTokenizer` is the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -23,9 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentbench.tokenizers import register_family
-from latentbench.tokenizers.base import Tokenizer, check_images, standard_normal_like
-
-LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # DiagonalGaussianDistribution clamp (LDM distributions.py)
+from latentbench.tokenizers.kl_base import (  # noqa: F401  (count_parameters: re-exported for its tests)
+    KLAutoencoder,
+    KLTokenizer,
+    count_parameters,
+    resolve_preset,
+    validated_arch,
+)
+from latentbench.tokenizers.posterior import LOGVAR_MAX, LOGVAR_MIN, DiagonalGaussian  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -111,25 +115,6 @@ ARCH_PRESETS: dict[str, ArchConfig] = {
 }
 ARCH_PRESETS["demo"] = replace(ARCH_PRESETS["demo_ch32"], ch=16, num_res_blocks=1, norm_groups=4)
 ARCH_PRESETS["demo_d8"] = replace(ARCH_PRESETS["demo"], z_channels=8, embed_dim=8)
-
-
-def resolve_preset(arch: Any, cls: type, presets: dict[str, Any]) -> Any:
-    """A preset name, a ``cls`` instance, or a dict of ``cls`` fields (optionally ``preset`` + overrides)."""
-    if isinstance(arch, cls):
-        return arch
-    if isinstance(arch, str):
-        if arch not in presets:
-            raise ValueError(f"unknown arch {arch!r}; known presets: {', '.join(sorted(presets))}")
-        return presets[arch]
-    if isinstance(arch, dict):
-        overrides = dict(arch)
-        base = resolve_preset(str(overrides.pop("preset")), cls, presets) if "preset" in overrides else cls()
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown arch keys {unknown}; known: {sorted(known | {'preset'})}")
-        return replace(base, **overrides)
-    raise ValueError(f"arch must be a preset name or a dict, got {type(arch).__name__}")
 
 
 def resolve_arch(arch: str | dict | ArchConfig) -> ArchConfig:
@@ -307,51 +292,6 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-class DiagonalGaussian:
-    """Diagonal Gaussian posterior from ``moments = mean || logvar`` along channels.
-
-    logvar is clamped to [-30, 20] (LDM ``DiagonalGaussianDistribution``).
-    """
-
-    def __init__(self, moments: torch.Tensor) -> None:
-        self.mean, logvar = torch.chunk(moments, 2, dim=1)
-        self.logvar = torch.clamp(logvar, LOGVAR_MIN, LOGVAR_MAX)
-        self.std = torch.exp(0.5 * self.logvar)
-        self.var = torch.exp(self.logvar)
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``mean + std * eps``."""
-        return self.mean + self.std * standard_normal_like(self.mean, generator)
-
-    def mode(self) -> torch.Tensor:
-        return self.mean
-
-    def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) per sample, summed over latent elements: 0.5 sum(mu^2 + var - 1 - logvar)."""
-        return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=list(range(1, self.mean.ndim)))
-
-
-class KLAutoencoder(nn.Module):
-    """Base of the trainable KL autoencoders (images in [-1, 1]): subclasses define ``encode`` (->
-    :class:`DiagonalGaussian`), ``decode`` and ``last_layers`` (the layers of the adaptive weights)."""
-
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        """(reconstruction, posterior) of ``x``: decodes a posterior sample, or the mean."""
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return self.decode(z), posterior
-
-    @property
-    def decoder_last_layer(self) -> torch.Tensor:
-        """W of the GAN adaptive weight (spec models.md §3.3: the decoder's output layer)."""
-        return self.last_layers()[1].weight
-
-    @property
-    def encoder_last_layer(self) -> torch.Tensor:
-        """E of the VF/LCR adaptive weights (spec §3.3/§11.2: the encoder's output layer)."""
-        return self.last_layers()[0].weight
-
-
 class AutoencoderKL(KLAutoencoder):
     """Encoder -> quant_conv (2z -> 2*embed) -> posterior; post_quant_conv (embed -> z) -> Decoder.
 
@@ -377,71 +317,12 @@ class AutoencoderKL(KLAutoencoder):
         return self.encoder.conv_out, self.decoder.conv_out
 
 
-class KLTokenizer(Tokenizer):
-    """A trainable KL autoencoder ``vae`` (working in [-1, 1]) behind the :class:`Tokenizer`
-    interface ([0, 1] images). ``vae.encode`` returns a :class:`DiagonalGaussian`; ``arch``
-    declares ``embed_dim`` (latent channels) and ``latent_shape``."""
-
-    native_norm = "per-channel mean/std of the training latents"
-    masks_tokens = False  # True where the ``mae`` regulariser masks encoder input tokens
-
-    def __init__(self, arch: Any, vae: nn.Module) -> None:
-        super().__init__()
-        self.arch = arch
-        self.vae = vae
-        self.latent_shape = tuple(arch.latent_shape)
-        self.is_1d = False
-        self.posterior = "gaussian"
-
-    def posterior_of(self, x: torch.Tensor) -> DiagonalGaussian:
-        """The posterior of [0, 1] images ``x`` (mapped to [-1, 1] for the network)."""
-        check_images(x)
-        return self.vae.encode(x * 2.0 - 1.0)
-
-    def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        post = self.posterior_of(x)
-        return post.mean, post.std
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[1] != self.arch.embed_dim:
-            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise ValueError(f"z must be NCHW with {self.arch.embed_dim} channels, got {shape}")
-        return (self.vae.decode(z) + 1.0) * 0.5
-
-
 class ConvKLTokenizer(KLTokenizer):
     """The trainable conv KL-VAE (spec models.md §3.1) as a :class:`Tokenizer`."""
 
     def __init__(self, arch: str | dict | ArchConfig = "demo") -> None:
         arch = resolve_arch(arch)
         super().__init__(arch, AutoencoderKL(arch))
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (works on the ``meta`` device)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def validated_arch(cfg: dict[str, Any], resolve: Callable[[Any], Any]) -> Any:
-    """The architecture of a trainable-family config entry, after validating its training keys.
-
-    Checks ``regularizer``/``variant`` and ``kl_weight``; ``arch`` (preset name or dict, default
-    ``"demo"``, the schema's default) goes through ``resolve``; ``latent_channels`` overrides the latent width (``z_channels`` =
-    ``embed_dim``), e.g. 8 for a "d64"-style sweep.
-    """
-    from latentbench.tokenizers.regularizers import parse_variant
-
-    parse_variant(cfg.get("regularizer", "baseline"), cfg.get("variant"))
-    kl_weight = cfg.get("kl_weight", 1e-6)
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
-        raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight!r}")
-    arch = resolve(cfg.get("arch", "demo"))
-    if cfg.get("latent_channels") is not None:
-        c = cfg["latent_channels"]
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise ValueError(f"latent_channels must be a positive integer, got {c!r}")
-        arch = arch.with_latent_channels(c)
-    return arch
 
 
 @register_family("conv_kl")

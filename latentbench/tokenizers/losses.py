@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.tokenizers.kl_vae import DiagonalGaussian
+if TYPE_CHECKING:
+    from latentbench.tokenizers.posterior import DiagonalGaussian
 
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # [0,1] images -> [N]
 

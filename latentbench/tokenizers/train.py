@@ -38,6 +38,7 @@ import torch
 
 from latentbench.checkpoint import load_checkpoint, save_checkpoint
 from latentbench.data.shards import ShardedSplit, images_to_tensor
+from latentbench.errors import TrainingDiverged
 from latentbench.seeding import derive_seed, set_threads
 from latentbench.tokenizers import build_tokenizer, save_tokenizer
 from latentbench.tokenizers.discriminator import NLayerDiscriminator
@@ -77,8 +78,7 @@ class BatchStream:
         else:
             entries = source.manifest["shards"]
             self._counts = [int(e["count"]) for e in entries]
-            # ShardedSplit has no public per-shard reader; _load verifies the checksum.
-            self._load = lambda i: source._load(entries[i])["image"]
+            self._load = lambda i: source.read_shard(i, ("image",))["image"]  # checksum-verified
         self.total = sum(self._counts)
         if self.total < batch_size:
             raise ValueError(f"train_split holds {self.total} images, fewer than batch_size {batch_size}")
@@ -199,7 +199,7 @@ def train_tokenizer(
     ``max_steps_this_run`` stops early after that many steps (the final file is then not
     written). ``on_step(step, logs)`` is called after every completed step. Returns metrics;
     ``completed`` says whether the run reached ``steps``. A non-finite loss raises
-    FloatingPointError naming the step; the last good checkpoint is kept.
+    TrainingDiverged (a FloatingPointError) naming the step; the last good checkpoint is kept.
     """
     _check_positive(steps=steps, batch_size=batch_size, lr=lr, threads=threads, checkpoint_every=checkpoint_every)
     steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
@@ -264,7 +264,7 @@ def train_tokenizer(
     def save(at_step: int) -> None:
         for name, module in (("tokenizer", tokenizer), ("regularizer", reg), ("discriminator", disc)):
             if not all(torch.isfinite(p).all() for p in module.parameters()):
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"tokenizer training: non-finite {name} weights at step {at_step}; "
                     f"last good checkpoint kept at {checkpoint_path}"
                 )
@@ -389,7 +389,7 @@ def _check_finite(loss: torch.Tensor, what: str, step: int, checkpoint_path: str
     value = float(loss.detach())
     if not math.isfinite(value):
         kept = f"last good checkpoint kept at {checkpoint_path}" if checkpoint_path else "no checkpoint path was given"
-        raise FloatingPointError(f"tokenizer training: non-finite {what} loss ({value}) at step {step}; {kept}")
+        raise TrainingDiverged(f"tokenizer training: non-finite {what} loss ({value}) at step {step}; {kept}")
 
 
 def _demo_perceptual(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

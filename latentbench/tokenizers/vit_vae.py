@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentbench.tokenizers import register_family
-from latentbench.tokenizers.kl_vae import DiagonalGaussian, KLAutoencoder, KLTokenizer, resolve_preset, validated_arch
+from latentbench.tokenizers.kl_base import (
+    KLAutoencoder,
+    KLTokenizer,
+    resolve_preset,
+    validated_arch,
+)
+from latentbench.tokenizers.posterior import DiagonalGaussian
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from latentbench.errors import LatentbenchError
 from latentbench.tokenizers.base import Tokenizer, WeightRef, check_images
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class PretrainedTokenizer(Tokenizer):
         return tuple(self.row.latent_shape)
 
 
-class WeightsError(ValueError):
+class WeightsError(LatentbenchError, ValueError):
     """A released weights file that does not match its adapter (one line: file and first keys)."""
 
 
