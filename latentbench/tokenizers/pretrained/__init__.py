@@ -13,6 +13,7 @@ registry is collected lazily so importing the package stays cheap.
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,23 @@ def zoo_row(name: str) -> ZooRow:
     return hit[0]
 
 
-def build_pretrained(name: str, weights: str | Path | None = None) -> PretrainedTokenizer:
-    """The adapter of zoo row ``name``: random init (``weights=None``) or strictly loaded."""
+def build_pretrained(name: str, weights: str | Path | None = None, arch: dict[str, Any] | None = None) -> PretrainedTokenizer:
+    """The adapter of zoo row ``name``: random init (``weights=None``) or strictly loaded.
+
+    ``arch`` overrides the row's constructor config (a narrow copy of its architecture: tests, or a
+    small custom file in the row's released format; ``resolution`` sets the image size). Only the
+    architectures whose module defines ``latent_shape_of`` (LDM and diffusers rows) take overrides;
+    the latent shape a strict load is checked against is then the override's.
+    """
     row = zoo_row(name)
     module = _registry()[canonical(name)][1]
+    if arch:
+        if not hasattr(module, "latent_shape_of"):
+            raise ValueError(f"pretrained tokenizer {row.name!r} ({row.arch}) takes no arch overrides")
+        overrides = dict(arch)
+        resolution = int(overrides.get("resolution", row.resolution))
+        row = replace(row, config={**row.config, **overrides, "narrow_copy": True}, resolution=resolution)
+        row = replace(row, latent_shape=module.latent_shape_of(row))
     return module.build(row, None if weights is None else Path(weights))
 
 
@@ -99,7 +113,7 @@ def _build_family(cfg: dict[str, Any]) -> PretrainedTokenizer:
     """Registry builder for ``family: pretrained``."""
     if "name" not in cfg:
         raise ValueError("a pretrained tokenizer needs `name` (one of known_pretrained())")
-    return build_pretrained(cfg["name"], cfg.get("weights"))
+    return build_pretrained(cfg["name"], cfg.get("weights"), cfg.get("arch"))
 
 
 __all__ = ["PretrainedTokenizer", "ZooRow", "build_pretrained", "known_pretrained", "weights_path", "zoo_row"]

@@ -19,6 +19,8 @@ K4 takes a video tensor ``(B, 3, T, H, W)``: images go in as T = 1 and the T axi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import inspect
 import json
 import re
@@ -146,7 +148,8 @@ class DiffusersKLTokenizer(GaussianAdapter):
         super().__init__(row)
         cls = _diffusers_class(config["_class_name"])
         self.video = config["_class_name"] == "AutoencoderKLQwenImage"
-        self.vae = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        skip = ("narrow_copy", "resolution")  # build_pretrained's override markers, not diffusers keys
+        self.vae = cls.from_config({k: v for k, v in config.items() if not k.startswith("_") and k not in skip})
 
     def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.video:
@@ -205,6 +208,14 @@ def _pinned_norm(row: ZooRow) -> bool:
     return any(k in row.config for k in ("scaling_factor", "latents_mean"))
 
 
+def latent_shape_of(row: ZooRow) -> tuple[int, ...]:
+    """The latent shape a (possibly overridden) row's config gives at ``row.resolution``."""
+    cfg = row.config
+    c = cfg.get("latent_channels", cfg.get("z_dim"))
+    down = 2 ** (len(cfg.get("block_out_channels", cfg.get("dim_mult", ()))) - 1)
+    return (c, row.resolution // down, row.resolution // down)
+
+
 def build(row: ZooRow, weights: Path | None) -> DiffusersKLTokenizer:
     """The row's diffusers autoencoder: random init (``weights=None``) or the directory ``weights``
     (``config.json`` + ``diffusion_pytorch_model.safetensors``) loaded strictly."""
@@ -219,9 +230,7 @@ def build(row: ZooRow, weights: Path | None) -> DiffusersKLTokenizer:
         source = str(weights / CONFIG_FILE)
     with empty_module(weights):
         tok = DiffusersKLTokenizer(row, cfg)
-    c = cfg.get("latent_channels", cfg.get("z_dim"))
-    down = 2 ** (len(cfg.get("block_out_channels", cfg.get("dim_mult", ()))) - 1)
-    check_latent_shape(tok, (c, row.resolution // down, row.resolution // down), weights)
+    check_latent_shape(tok, latent_shape_of(replace(row, config=cfg)), weights)
     if weights is not None:
         path = weights / WEIGHTS_FILE
         strict_load(tok.vae, as_float32(rename_deprecated_attention(load_weights_file(path))), path)

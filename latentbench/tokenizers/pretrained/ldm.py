@@ -70,13 +70,26 @@ def ldm_arch(params: Mapping[str, Any]) -> ArchConfig:
             f"ch_mult {list(ch_mult)} is the iFID configs' bug (INVAE/VAVAE/VAVAE64.yaml): six levels = f32, "
             "8x8 latents, a sixth level no released file has; the f16 releases use ch_mult [1, 1, 2, 2, 4] (spec zoo.md §2)"
         )
-    if ch_mult not in _LAYOUTS:
+    narrow = bool(params.get("narrow_copy"))
+    if ch_mult not in _LAYOUTS and not narrow:
         raise ValueError(f"ch_mult {list(ch_mult)} is not a released LDM layout; known: {[list(k) for k in _LAYOUTS]}")
     if int(params.get("z_channels", c)) != c:
         raise ValueError(f"LDM params: z_channels {params['z_channels']} != embed_dim {c} (every released file has them equal)")
-    arch = ARCH_PRESETS[_LAYOUTS[ch_mult]].with_latent_channels(c)
-    overrides = {k: int(params[k]) for k in _OVERRIDABLE if k in params}
+    # A narrow copy (``arch`` override of a study entry: tests, small custom LDM files) may also
+    # change the level layout and the resolution; a zoo row proper keeps the released layout.
+    arch = ARCH_PRESETS[_LAYOUTS[ch_mult]] if ch_mult in _LAYOUTS else ArchConfig(ch_mult=ch_mult, attn_resolutions=())
+    arch = arch.with_latent_channels(c)
+    overrides: dict[str, Any] = {k: int(params[k]) for k in _OVERRIDABLE if k in params}
+    if narrow:
+        overrides.update({k: params[k] for k in ("resolution", "attn_resolutions") if k in params})
     return ArchConfig(**{**arch.to_dict(), **overrides})
+
+
+def latent_shape_of(row: ZooRow) -> tuple[int, ...]:
+    """The latent shape a (possibly overridden) row's config gives at ``row.resolution``."""
+    arch = ldm_arch(row.config)
+    side = row.resolution // arch.downsample_factor
+    return (arch.embed_dim, side, side)
 
 
 class LDMTokenizer(GaussianAdapter):
