@@ -17,8 +17,15 @@ import torch
 from einops import rearrange
 from safetensors.torch import save_file
 
-from latentbench.tokenizers.pretrained import build_pretrained, zoo_row
-from latentbench.tokenizers.pretrained import ct_vit, detok, dmvae, maetok, softvq
+from latentbench.tokenizers.pretrained import (
+    build_pretrained,
+    ct_vit,
+    detok,
+    dmvae,
+    maetok,
+    softvq,
+    zoo_row,
+)
 from latentbench.tokenizers.pretrained.base import WeightsError
 
 VIT_TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -381,3 +388,18 @@ def test_missing_companion_file_is_named(tmp_path: Path) -> None:
     save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(WeightsError, match="no config.json found"):
         narrow("maetok", weights=tmp_path)
+
+
+def test_rows_name_manifest_entries() -> None:
+    from latentbench.weights_fetch import load_manifest
+
+    manifest = load_manifest()
+    for name in ("detok", "dmvae", "softvq", "maetok"):
+        for entry in zoo_row(name).files:
+            assert entry in manifest and manifest[entry].kind == "hf"
+    assert manifest["dmvae-vae"].hf_filename == "vae.pt" and manifest["detok-stats"].hf_filename == "stats.pkl"
+    # the loaders find the manifest's file names in a weights directory
+    assert manifest["detok-bb-decoder-tuned"].file == detok.CHECKPOINT and manifest["detok-stats"].file == detok.STATS_FILE
+    assert manifest["dmvae-vae"].file == dmvae.CHECKPOINT
+    assert manifest["softvq-l-64-model"].file == f"{softvq.STEM}-model.safetensors"
+    assert manifest["maetok-b-128-config"].file == f"{maetok.STEM}-config.json"

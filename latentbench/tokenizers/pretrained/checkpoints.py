@@ -15,7 +15,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -96,7 +96,7 @@ def _storage_from_bytes(data: bytes) -> Any:
 class _TensorUnpickler(pickle.Unpickler):
     """Unpickles plain containers of torch tensors only (no other code runs)."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
         ("collections", "OrderedDict"): OrderedDict,

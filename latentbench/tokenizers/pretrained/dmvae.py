@@ -15,6 +15,10 @@ in [-1, 1]. The FLUX decoder has the same module names as the project's LDM
 
 Latent normalisation (``native_normalize``, DM-VAE README and ``sample_50k.py``):
 ``(z - 0.0685) * 0.1763``; inverse ``z / 0.1763 + 0.0685``.
+
+Parity (run once against upstream ``VAE`` from the snapshot, not vendored; full decoder, a
+one-block DINOv2-L encoder, 256 px, ``vae.pt`` layout): latents identical (max |diff| 0),
+decoded image max |diff| 1.9e-6.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from torch import nn
 
 from latentbench.tokenizers.base import WeightRef, check_images
 from latentbench.tokenizers.kl_vae import ArchConfig, Decoder, Upsample
-from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, ZooRow, check_latent_shape, strict_load
+from latentbench.tokenizers.pretrained.base import (
+    PretrainedTokenizer,
+    ZooRow,
+    check_latent_shape,
+    strict_load,
+)
 from latentbench.tokenizers.pretrained.checkpoints import find_file, read_torch_state
 
 CHECKPOINT = "dmvae-vae.pt"  # the repo's ``vae.pt`` under its manifest name

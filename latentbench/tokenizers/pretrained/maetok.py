@@ -21,7 +21,10 @@ from pathlib import Path
 
 from latentbench.tokenizers.base import WeightRef
 from latentbench.tokenizers.pretrained.base import ZooRow
-from latentbench.tokenizers.pretrained.ct_vit import LatentViTTokenizer, build_latent_vit
+from latentbench.tokenizers.pretrained.ct_vit import (
+    LatentViTTokenizer,
+    build_latent_vit,
+)
 
 REPO = "MAETok/maetok-b-128"
 STEM = "maetok-b-128"  # manifest file names: maetok-b-128-config.json, maetok-b-128-model.safetensors
@@ -50,8 +53,10 @@ ROWS: tuple[ZooRow, ...] = (
         norm="(z - vq_mean) / vq_std, scalars of config.json",
         params=None,  # zoo.md's 172.7 M is [U]; this pinned build counts 172,681,760
         unverified=(
-            "config.json not seen: use_ape/use_rope/rope_mixed, enc_token_drop > 0 and dec_cls_token are a best reading; "
-            "the loader refuses a config.json that differs",
+            (
+                "config.json not seen: use_ape/use_rope/rope_mixed, enc_token_drop > 0 and dec_cls_token are a best reading; "
+                "the loader refuses a config.json that differs"
+            ),
             "parameter count: zoo.md's 172.7 M is itself [U]; the pinned build counts 172,681,760 (= 172.7 M)",
             "model.safetensors key set not seen; MAETok's auxiliary decoders / repa modules are dropped if present",
         ),

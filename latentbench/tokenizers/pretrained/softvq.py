@@ -15,7 +15,10 @@ from pathlib import Path
 
 from latentbench.tokenizers.base import WeightRef
 from latentbench.tokenizers.pretrained.base import ZooRow
-from latentbench.tokenizers.pretrained.ct_vit import LatentViTTokenizer, build_latent_vit
+from latentbench.tokenizers.pretrained.ct_vit import (
+    LatentViTTokenizer,
+    build_latent_vit,
+)
 
 REPO = "SoftVQVAE/softvq-l-64"
 STEM = "softvq-l-64"  # manifest file names: softvq-l-64-config.json, softvq-l-64-model.safetensors
@@ -41,8 +44,10 @@ ROWS: tuple[ZooRow, ...] = (
         norm="(z - vq_mean) / vq_std, scalars of config.json",
         params=None,  # zoo.md: [U] 391 M or 609 M; the pinned build counts 608,924,448
         unverified=(
-            "config.json not seen: built from configs/softvq-l-64.yaml + ModelArgs defaults (ViT-L encoder and decoder, "
-            "608.9 M parameters); the loader refuses a config.json that differs",
+            (
+                "config.json not seen: built from configs/softvq-l-64.yaml + ModelArgs defaults (ViT-L encoder and decoder, "
+                "608.9 M parameters); the loader refuses a config.json that differs"
+            ),
             "model.safetensors key set not seen; training-only modules (repa_model, projection) are dropped if present",
             "vq_mean / vq_std values: read from config.json at load",
         ),
