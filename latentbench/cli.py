@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "reference-stats": "latentbench.stages.data:reference_stats",
     "fdr6-reference-stats": "latentbench.stages.data:fdr6_reference_stats",
     "train-tokenizer": "latentbench.stages.tokenizers:train_tokenizer_job",
+    "pretrained-tokenizer": "latentbench.stages.pretrained:pretrained_tokenizer",
     "encode": "latentbench.stages.latents:encode_split",
     "reconstruction-metrics": "latentbench.stages.metrics:reconstruction_metrics",
     "latent-metrics": "latentbench.stages.latent_metrics:latent_metrics",

@@ -14,6 +14,8 @@ split)), one array operation per block instead of one hash per image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 import tempfile
 import warnings
@@ -151,7 +153,7 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
 @torch.inference_mode()
 def encode_to_cache(
     encode_moments, batches: Iterable[torch.Tensor], count: int, latent_shape: tuple[int, ...], out_dir: str | Path,
-    posterior: str = "gaussian", device: torch.device | str = "cpu",
+    posterior: str = "gaussian", device: torch.device | str = "cpu", extra: dict | None = None,
 ) -> dict:
     """Encode image batches into ``out_dir``'s mean.npy / std.npy (memory-mapped) and stats.json.
 
@@ -189,9 +191,24 @@ def encode_to_cache(
         "channel_std": std_c.flatten().tolist(),
         "posterior": posterior,
         "mean_posterior_std": std_sum / max(1, count * int(np.prod(latent_shape))),
+        **(extra or {}),
     }
     write_json(out_dir / "stats.json", stats)
     return stats
+
+
+def native_moments(tokenizer) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``encode_moments`` of a pretrained tokenizer in its own normalised space (``latent_norm:
+    native``, the one place it is applied): the posterior mean through ``native_normalize`` and the
+    std scaled with it (the normalisations of spec zoo.md are affine with positive scales, so the
+    posterior stays Gaussian with std ``N(mean + std) - N(mean)``)."""
+
+    def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = tokenizer.encode_moments(x)
+        z = tokenizer.native_normalize(mean)
+        return z, tokenizer.native_normalize(mean + std) - z
+
+    return encode
 
 
 @torch.inference_mode()

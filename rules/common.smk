@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from latentbench.config import SCHEMA_PATH, check_config, model_pairs, model_spec
+from latentbench.tokenizers.pretrained import weights_path, zoo_row
 from latentbench.features.representations import fdr6_plan
 from latentbench.weights_fetch import input_path, load_manifest, required_weights
 

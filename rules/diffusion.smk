@@ -37,7 +37,7 @@ rule train_diffusion:
 rule sample:
     input:
         model=rules.train_diffusion.output,
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         weights=FID_WEIGHTS,
     output:
         stats=f"{RESULTS}/samples/{{tok}}/{{backbone}}/cfg{{scale}}/shard-{{shard}}.npz",

@@ -5,7 +5,7 @@
 rule encode_latents:
     input:
         split=f"{RESULTS}/data/{{split}}/manifest.json",
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
     output:
         mean=f"{RESULTS}/latents/{{tok}}/{{split}}/mean.npy",
         std=f"{RESULTS}/latents/{{tok}}/{{split}}/std.npy",

@@ -4,7 +4,7 @@
 
 rule reconstruction_metrics:
     input:
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         val=rules.dataset.output.val,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
@@ -60,7 +60,7 @@ rule diffusion_loss:
 
 rule latent_metrics:
     input:
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         train=rules.dataset.output.train,
         val=rules.dataset.output.val,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
@@ -108,7 +108,7 @@ rule trajectory_metrics:
 
 rule baseline_metrics:
     input:
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         train=rules.dataset.output.train,
         val=rules.dataset.output.val,
         weights=rules.feature_net.output.weights,
@@ -138,7 +138,7 @@ rule baseline_metrics:
 
 rule ifid_variants:
     input:
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         train_mean=f"{RESULTS}/latents/{{tok}}/train/mean.npy",
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
@@ -168,7 +168,7 @@ rule ifid_variants:
 rule gfid_t:
     input:
         model=rules.train_diffusion.output,
-        tokenizer=rules.train_tokenizer.output,
+        tokenizer=tokenizer_file,
         val_mean=f"{RESULTS}/latents/{{tok}}/val/mean.npy",
         val_std=f"{RESULTS}/latents/{{tok}}/val/std.npy",
         val_stats_json=f"{RESULTS}/latents/{{tok}}/val/stats.json",

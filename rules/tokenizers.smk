@@ -24,3 +24,51 @@ rule train_tokenizer:
         "latentbench train-tokenizer --name {wildcards.tok} --spec {params.spec:q} "
         "--settings {params.settings:q} --train {input.train} --feature-net {input.weights} "
         "--checkpoint {params.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
+
+
+# Public autoencoders (family: pretrained, spec zoo.md): no training job; the released weights are
+# the input, checked once (strict load, latent shape at the study's resolution) into a reference.
+def pretrained_weights(tok):
+    """A pretrained entry's weights: its `weights` path; none for `weights: null` (random init);
+    without the key, the row's files in weights_dir (fetched by fetch_weights)."""
+    spec = config["tokenizers"][tok]
+    if "weights" in spec:
+        return spec["weights"]
+    return str(weights_path(spec["name"], WEIGHTS_DIR))
+
+
+def pretrained_inputs(wildcards):
+    """The files a pretrained entry reads: its weights file or folder, or the row's manifest files."""
+    spec = config["tokenizers"][wildcards.tok]
+    if "weights" in spec:
+        return [spec["weights"]] if spec["weights"] else []
+    return [f"{WEIGHTS_DIR}/{WEIGHT_MANIFEST[n].file}" for n in zoo_row(spec["name"]).files]
+
+
+rule pretrained_tokenizer:
+    input:
+        pretrained_inputs,
+    output:
+        f"{RESULTS}/tokenizers/{{tok}}/tokenizer.json",
+    params:
+        spec=lambda w: as_json(config["tokenizers"][w.tok]),
+        weights=lambda w: (
+            f"--weights {pretrained_weights(w.tok)}" if pretrained_weights(w.tok) else ""
+        ),
+        resolution=config["data"]["resolution"],
+    threads: config["threads"]
+    resources:
+        gpu=INFERENCE_GPUS,
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrained_tokenizer-{{tok}}.tsv"
+    log:
+        f"{RESULTS}/logs/pretrained_tokenizer-{{tok}}.log",
+    shell:
+        "latentbench pretrained-tokenizer --name {wildcards.tok} --spec {params.spec:q} {params.weights} "
+        "--resolution {params.resolution} --threads {threads} --out {output} > {log} 2>&1"
+
+
+def tokenizer_file(wildcards):
+    """The file later jobs load a tokenizer from: the trained model, or a pretrained reference."""
+    pretrained = config["tokenizers"][wildcards.tok]["family"] == "pretrained"
+    return f"{RESULTS}/tokenizers/{wildcards.tok}/" + ("tokenizer.json" if pretrained else "model.pt")

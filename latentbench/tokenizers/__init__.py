@@ -95,6 +95,17 @@ def save_tokenizer_ref(path: str | Path, cfg: dict[str, Any], extra: dict | None
     write_json(path, {"format": REF_FORMAT, "config": dict(cfg), **(extra or {})})
 
 
+def tokenizer_latent_norm(path: str | Path) -> str:
+    """``none`` or ``native``: the latent normalisation a tokenizer file asks the latent cache for
+    (a pretrained reference's ``latent_norm``; trained tokenizers: ``none``)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return "none"
+    import json
+
+    return json.loads(path.read_text()).get("latent_norm", "none")
+
+
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
     """Rebuild a tokenizer from a file written by :func:`save_tokenizer` (trained) or
     :func:`save_tokenizer_ref` (pretrained: the released weights load strictly); eval mode, frozen."""
