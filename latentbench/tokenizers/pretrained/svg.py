@@ -321,7 +321,9 @@ class SVGTokenizer(PretrainedTokenizer):
             if "dinov3_sp_mean" not in stats or "dinov3_sp_std" not in stats:
                 raise WeightsError(f"{path}: expected keys 'dinov3_sp_mean' and 'dinov3_sp_std', found {list(stats)[:5]}")
             mean, std = stats["dinov3_sp_mean"][..., :c].float(), stats["dinov3_sp_std"][..., :c].float()
-            if mean.numel() != c:  # per token and channel, (1, N, C) -> (C, H, W)
+            if mean.numel() == c:  # one value per channel, e.g. (1, 1, C)
+                mean, std = mean.reshape(c), std.reshape(c)
+            else:  # per token and channel, (1, N, C) -> (C, H, W)
                 side = self.latent_shape[1]
                 mean = mean.reshape(-1, c).T.reshape(c, side, -1)
                 std = std.reshape(-1, c).T.reshape(c, side, -1)
