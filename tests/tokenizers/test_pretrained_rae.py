@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from latentbench.tokenizers.pretrained import build_pretrained, zoo_row
-from latentbench.tokenizers.pretrained import rae
+from latentbench.tokenizers.pretrained import build_pretrained, rae, zoo_row
+from latentbench.tokenizers.pretrained._common import manifest_file
 from latentbench.tokenizers.pretrained.base import WeightsError, ZooRow
 
 TINY = {"enc_hidden": 32, "enc_layers": 1, "enc_heads": 2, "dec_hidden": 32, "dec_layers": 1, "dec_heads": 2, "dec_mlp": 64}
@@ -36,7 +36,7 @@ def images(n: int = 2, size: int = 256) -> torch.Tensor:
 def test_meta_parameter_counts_match_spec():
     with torch.device("meta"):
         model = build_pretrained("RAE")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     # zoo.md §2 C3: 501.9 M = encoder 86.58 M + decoder 415.35 M
     assert count(model.encoder) == 86_582_016
     assert count(model.decoder) == 415_352_704
@@ -52,6 +52,18 @@ def test_rows_aliases_and_shapes():
         row = zoo_row(name)
         assert row.arch == "C3" and row.latent_shape == (768, 16, 16)
     assert zoo_row("uae").files == zoo_row("uae-stage4").files
+
+
+def test_manifest_has_every_file_of_the_c3_to_c6_rows():
+    from latentbench.tokenizers.pretrained import svg, vtp
+    from latentbench.weights_fetch import load_manifest
+
+    manifest = load_manifest()
+    for module in (rae, vtp, svg):
+        for row in module.ROWS:
+            assert all(f in manifest for f in row.files), row.name
+    assert "GATED" in manifest["dinov3-vits16plus"].used_by
+    assert manifest["vtp-b-latent-stats"].sha256 and manifest["rae-dinov2-wreg-base-encoder"].sha256 is None
 
 
 def test_sincos_positions_analytic():
@@ -81,12 +93,12 @@ def write_rae_files(model: rae.RAETokenizer, folder) -> dict:
     enc = {t5_to_t4(k, mlp=False): v.clone() for k, v in model.encoder.state_dict().items()}
     enc["layernorm.weight"] = torch.ones(32)  # the HF file's affine final LN, dropped by RAE
     enc["layernorm.bias"] = torch.zeros(32)
-    save_file(enc, str(folder / rae.MANIFEST_FILES["rae-dinov2-wreg-base-encoder"]))
+    save_file(enc, str(folder / manifest_file("rae-dinov2-wreg-base-encoder")))
     dec = {t5_to_t4(k, mlp=True): v.clone() for k, v in model.decoder.state_dict().items()}
     assert any(".attention.attention.query." in k for k in dec) and any(".intermediate.dense." in k for k in dec)
-    torch.save(dec, folder / rae.MANIFEST_FILES["rae-dinov2-wreg-base-vitxl-n08-decoder"])
+    torch.save(dec, folder / manifest_file("rae-dinov2-wreg-base-vitxl-n08-decoder"))
     stats = {"mean": torch.randn(1, 32, 16, 16), "var": torch.rand(1, 32, 16, 16) + 0.5}
-    torch.save(stats, folder / rae.MANIFEST_FILES["rae-dinov2-wreg-base-in1k-stat"])
+    torch.save(stats, folder / manifest_file("rae-dinov2-wreg-base-in1k-stat"))
     return {"enc": enc, "dec": dec, "stats": stats}
 
 
@@ -110,7 +122,7 @@ def test_rae_files_load_strictly_and_reproduce(tmp_path):
 def test_rae_leftover_and_missing_keys_name_the_file(tmp_path):
     source = rae.build(tiny_row(), None)
     files = write_rae_files(source, tmp_path)
-    dec_path = tmp_path / rae.MANIFEST_FILES["rae-dinov2-wreg-base-vitxl-n08-decoder"]
+    dec_path = tmp_path / manifest_file("rae-dinov2-wreg-base-vitxl-n08-decoder")
     torch.save({**files["dec"], "mask_token": torch.zeros(1, 1, 32)}, dec_path)
     with pytest.raises(WeightsError, match="unexpected 1 key") as err:
         rae.build(tiny_row(), tmp_path)
@@ -120,7 +132,7 @@ def test_rae_leftover_and_missing_keys_name_the_file(tmp_path):
     torch.save(dec, dec_path)
     with pytest.raises(WeightsError, match="missing 1 key"):
         rae.build(tiny_row(), tmp_path)
-    (tmp_path / rae.MANIFEST_FILES["rae-dinov2-wreg-base-in1k-stat"]).unlink()
+    (tmp_path / manifest_file("rae-dinov2-wreg-base-in1k-stat")).unlink()
     with pytest.raises(WeightsError, match="stat"):
         rae.build(tiny_row(), tmp_path)
 

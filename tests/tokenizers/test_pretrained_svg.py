@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from latentbench.tokenizers.pretrained import build_pretrained, zoo_row
-from latentbench.tokenizers.pretrained import svg
+from latentbench.tokenizers.pretrained import build_pretrained, svg, zoo_row
+from latentbench.tokenizers.pretrained._common import manifest_file
 from latentbench.tokenizers.pretrained.base import WeightsError, ZooRow
 
 DINO = {"embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -123,17 +123,17 @@ def lightning_state(model: svg.SVGTokenizer, with_encoder: bool) -> dict:
 def test_svg_checkpoint_with_embedded_meta_dinov3(tmp_path):
     torch.manual_seed(0)
     source = svg.build(tiny_row(), None)
-    ckpt = tmp_path / svg.MANIFEST_FILES["svg-autoencoder-dinov3s16p-vit-s-epoch40"]
+    ckpt = tmp_path / manifest_file("svg-autoencoder-dinov3s16p-vit-s-epoch40")
     torch.save({"state_dict": lightning_state(source, with_encoder=True), "epoch": 40}, ckpt)
     torch.save({"dinov3_sp_mean": torch.randn(1, 1, 400), "dinov3_sp_std": torch.rand(1, 1, 400) + 0.5},
-               tmp_path / svg.MANIFEST_FILES["svg-dinov3-sp-stats"])  # fmt: skip
+               tmp_path / manifest_file("svg-dinov3-sp-stats"))  # fmt: skip
     loaded = svg.build(tiny_row(), tmp_path)
     rope = next(m for m in loaded.encoder.modules() if isinstance(m, svg.RotaryEmbeddingDinoV3))
     assert torch.equal(rope.periods, torch.arange(1, 5, dtype=torch.float32))  # Meta's stored periods win
     for name, p in source.state_dict().items():
         assert torch.equal(p, loaded.state_dict()[name]), name
     z = torch.randn(1, 40, 16, 16)
-    stats = torch.load(tmp_path / svg.MANIFEST_FILES["svg-dinov3-sp-stats"])
+    stats = torch.load(tmp_path / manifest_file("svg-dinov3-sp-stats"))
     mean = stats["dinov3_sp_mean"][0, 0, :40].view(40, 1, 1)
     std = stats["dinov3_sp_std"][0, 0, :40].view(40, 1, 1)
     assert torch.allclose(loaded.native_normalize(z), (z - mean) / std)
@@ -144,11 +144,11 @@ def test_svg_t2i_separate_timm_dinov3_and_layer_stats(tmp_path):
     torch.manual_seed(1)
     row = tiny_row("vit-rope-s", stats="t2i")
     source = svg.build(row, None)
-    ckpt = tmp_path / svg.MANIFEST_FILES["svg-t2i-autoencoder-r-stage1"]
+    ckpt = tmp_path / manifest_file("svg-t2i-autoencoder-r-stage1")
     torch.save({"state_dict": lightning_state(source, with_encoder=False)}, ckpt)
-    save_file({k: v.clone() for k, v in source.encoder.state_dict().items()}, str(tmp_path / svg.MANIFEST_FILES["dinov3-vits16plus"]))
+    save_file({k: v.clone() for k, v in source.encoder.state_dict().items()}, str(tmp_path / manifest_file("dinov3-vits16plus")))
     layer_stats = {"mean": torch.randn(12, 32), "std": torch.rand(12, 32) + 0.5}
-    torch.save(layer_stats, tmp_path / svg.MANIFEST_FILES["svg-t2i-dinov3-layer-stats"])
+    torch.save(layer_stats, tmp_path / manifest_file("svg-t2i-dinov3-layer-stats"))
     loaded = svg.build(row, tmp_path)
     x = images(2)
     with torch.no_grad():
@@ -161,9 +161,9 @@ def test_svg_t2i_separate_timm_dinov3_and_layer_stats(tmp_path):
 
 def test_svg_leftover_key_and_missing_encoder(tmp_path):
     source = svg.build(tiny_row(), None)
-    ckpt = tmp_path / svg.MANIFEST_FILES["svg-autoencoder-dinov3s16p-vit-s-epoch40"]
+    ckpt = tmp_path / manifest_file("svg-autoencoder-dinov3s16p-vit-s-epoch40")
     torch.save({"state_dict": {**lightning_state(source, True), "post_quant_conv.weight": torch.zeros(1)}}, ckpt)
-    torch.save({"dinov3_sp_mean": torch.zeros(1, 1, 40), "dinov3_sp_std": torch.ones(1, 1, 40)}, tmp_path / svg.MANIFEST_FILES["svg-dinov3-sp-stats"])
+    torch.save({"dinov3_sp_mean": torch.zeros(1, 1, 40), "dinov3_sp_std": torch.ones(1, 1, 40)}, tmp_path / manifest_file("svg-dinov3-sp-stats"))
     with pytest.raises(WeightsError, match="post_quant_conv") as err:
         svg.build(tiny_row(), tmp_path)
     assert str(ckpt) in str(err.value) and "\n" not in str(err.value)

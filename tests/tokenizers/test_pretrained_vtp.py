@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from latentbench.tokenizers.pretrained import build_pretrained, zoo_row
-from latentbench.tokenizers.pretrained import vtp
-from latentbench.tokenizers.pretrained._common import IMAGENET_MEAN, IMAGENET_STD
+from latentbench.tokenizers.pretrained import build_pretrained, vtp, zoo_row
+from latentbench.tokenizers.pretrained._common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    manifest_file,
+)
 from latentbench.tokenizers.pretrained.base import WeightsError, ZooRow
 
 TINY = {"vision_embed_dim": 32, "vision_depth": 1, "vision_num_heads": 2, "vision_feature_bottleneck": 8,
@@ -69,15 +72,14 @@ def test_rope_is_identity_at_the_grid_centre_and_rotates_elsewhere():
 
 def write_release(model: vtp.VTPTokenizer, folder, extra: dict | None = None) -> None:
     """config.json + model.safetensors (with a CLIP text tower) + latents_stats.pt, as released."""
-    files = vtp.MANIFEST_FILES
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state.update({"text_transformer.resblocks.0.attn.in_proj_weight": torch.zeros(6, 2), "token_embedding.weight": torch.zeros(3, 2),
                   "positional_embedding": torch.zeros(4, 2), "logit_scale": torch.zeros(()), "visual_proj.weight": torch.zeros(2, 32)})  # fmt: skip
     state.update(extra or {})
-    save_file(state, str(folder / files["vtp-b-model"]))
+    save_file(state, str(folder / manifest_file("vtp-b-model")))
     config = {"model_type": "vtp", "train_clip": True, "train_reconstruction": True, **TINY, "text_embed_dim": 2}
-    (folder / files["vtp-b-config"]).write_text(json.dumps(config))
-    torch.save({"mean": torch.randn(1, 8, 1, 1), "std": torch.rand(1, 8, 1, 1) + 0.5}, folder / files["vtp-b-latent-stats"])
+    (folder / manifest_file("vtp-b-config")).write_text(json.dumps(config))
+    torch.save({"mean": torch.randn(1, 8, 1, 1), "std": torch.rand(1, 8, 1, 1) + 0.5}, folder / manifest_file("vtp-b-latent-stats"))
 
 
 def test_release_loads_strictly_without_text_tower(tmp_path):
@@ -92,7 +94,7 @@ def test_release_loads_strictly_without_text_tower(tmp_path):
         z = loaded.encode(x)
         assert torch.allclose(source.encode(x), z, atol=1e-6)
         assert torch.allclose(source.decode(z), loaded.decode(z), atol=1e-6)
-    stats = torch.load(tmp_path / vtp.MANIFEST_FILES["vtp-b-latent-stats"])
+    stats = torch.load(tmp_path / manifest_file("vtp-b-latent-stats"))
     assert torch.allclose(loaded.native_normalize(z), (z - stats["mean"]) / stats["std"])
     assert torch.allclose(loaded.native_denormalize(loaded.native_normalize(z)), z, atol=1e-5)
 
@@ -100,10 +102,10 @@ def test_release_loads_strictly_without_text_tower(tmp_path):
 def test_release_with_leftover_key_names_the_file(tmp_path):
     source = vtp.build(tiny_row(), None)
     write_release(source, tmp_path, extra={"trunk.storage_tokens": torch.zeros(1, 4, 32)})
-    path = tmp_path / vtp.MANIFEST_FILES["vtp-b-model"]
+    path = tmp_path / manifest_file("vtp-b-model")
     with pytest.raises(WeightsError, match="storage_tokens") as err:
         vtp.build(tiny_row(), tmp_path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
-    (tmp_path / vtp.MANIFEST_FILES["vtp-b-config"]).write_text(json.dumps({"train_reconstruction": False}))
+    (tmp_path / manifest_file("vtp-b-config")).write_text(json.dumps({"train_reconstruction": False}))
     with pytest.raises(WeightsError, match="pixel decoder"):
         vtp.build(tiny_row(), tmp_path)

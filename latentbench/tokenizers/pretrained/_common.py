@@ -5,6 +5,7 @@ normalisation at the adapter boundary and locating / reading a row's released fi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -29,6 +30,17 @@ def to_imagenet(x01: torch.Tensor) -> torch.Tensor:
 def from_imagenet(x: torch.Tensor) -> torch.Tensor:
     """ImageNet-normalised images -> the [0, 1] scale (not clamped)."""
     return x * _stat(IMAGENET_STD, x) + _stat(IMAGENET_MEAN, x)
+
+
+@cache
+def manifest_file(entry: str) -> str:
+    """The file name of weights-manifest entry ``entry`` (latentbench/weights_manifest.yaml)."""
+    from latentbench.weights_fetch import load_manifest
+
+    manifest = load_manifest()
+    if entry not in manifest:
+        raise ValueError(f"weights manifest has no entry {entry!r}")
+    return manifest[entry].file
 
 
 def weight_path(weights: Path, filename: str, main: bool = False) -> Path:

@@ -31,12 +31,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, ViTMAEConfig
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    ViTMAEConfig,
+)
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAELayer
 
 from latentbench.tokenizers.base import check_images
-from latentbench.tokenizers.pretrained._common import from_imagenet, read_state, to_imagenet, weight_path, zero_std
-from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, WeightsError, ZooRow, check_latent_shape, strict_load
+from latentbench.tokenizers.pretrained._common import (
+    from_imagenet,
+    manifest_file,
+    read_state,
+    to_imagenet,
+    weight_path,
+    zero_std,
+)
+from latentbench.tokenizers.pretrained.base import (
+    PretrainedTokenizer,
+    WeightsError,
+    ZooRow,
+    check_latent_shape,
+    strict_load,
+)
 
 # transformers 4.x ViT/DINOv2 attention and MLP names -> transformers 5.x (zoo.md §4.5-4.6); ordered:
 # ".attention.output.dense." must be renamed before the bare ".output.dense." of the MLP.
@@ -245,8 +262,10 @@ class RAETokenizer(PretrainedTokenizer):
 _RAE_FILES = ("rae-dinov2-wreg-base-encoder", "rae-dinov2-wreg-base-vitxl-n08-decoder", "rae-dinov2-wreg-base-in1k-stat")
 _UAE_FILES = ("uae-dinov2-b-ep-last",)
 _UAE_U = (
-    "Seesaw's uae-stage2/3/4 names come from an earlier HF release; the current weepiess2383/UAE "
-    "release ships one checkpoint (checkpoints/DINOv2-B/ep-last.pt): which stage it is, is unverified",
+    (
+        "Seesaw's uae-stage2/3/4 names come from an earlier HF release; the current weepiess2383/UAE "
+        "release ships one checkpoint (checkpoints/DINOv2-B/ep-last.pt): which stage it is, is unverified"
+    ),
     "key 'model' (iFID adapter) vs 'ema' (UAE's own instantiate_from_config prefers 'ema' when present)",
 )
 _PARAMS = 501_934_720  # measured on the meta device (encoder 86,582,016 + decoder 415,352,704)
@@ -274,13 +293,6 @@ ROWS: tuple[ZooRow, ...] = (
     ZooRow(name="uae-stage3", arch="C3", latent_shape=(768, 16, 16), config={"kind": "uae"}, params=_PARAMS, unverified=_UAE_U + ("no public file",)),
 )
 
-# file names in the weights directory (latentbench/weights_manifest.yaml ``file``)
-MANIFEST_FILES = {
-    "rae-dinov2-wreg-base-encoder": "facebook-dinov2-with-registers-base.safetensors",
-    "rae-dinov2-wreg-base-vitxl-n08-decoder": "rae-decoder-dinov2-wreg-base-vitxl-n08.pt",
-    "rae-dinov2-wreg-base-in1k-stat": "rae-stat-dinov2-wreg-base-imagenet1k.pt",
-    "uae-dinov2-b-ep-last": "uae-dinov2-b-ep-last.pt",
-}
 
 
 def build(row: ZooRow, weights: Path | None) -> RAETokenizer:
@@ -289,10 +301,10 @@ def build(row: ZooRow, weights: Path | None) -> RAETokenizer:
     if weights is not None:
         kind = row.config.get("kind")
         if kind == "rae":
-            enc, dec, stat = (weight_path(weights, MANIFEST_FILES[f]) for f in row.files)
+            enc, dec, stat = (weight_path(weights, manifest_file(f)) for f in row.files)
             model.load_rae(enc, dec, stat)
         else:
-            main = MANIFEST_FILES[row.files[0]] if row.files else "<an explicit checkpoint file>"
+            main = manifest_file(row.files[0]) if row.files else "<an explicit checkpoint file>"
             model.load_uae(weight_path(weights, main, main=True))
         check_latent_shape(model, (model.cfg.enc_hidden, model.cfg.grid, model.cfg.grid), weights)
     model.eval()

@@ -38,8 +38,20 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from latentbench.tokenizers.base import check_images
 from latentbench.tokenizers.kl_vae import ArchConfig, Decoder
-from latentbench.tokenizers.pretrained._common import read_state, to_imagenet, weight_path, zero_std
-from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, WeightsError, ZooRow, check_latent_shape, strict_load
+from latentbench.tokenizers.pretrained._common import (
+    manifest_file,
+    read_state,
+    to_imagenet,
+    weight_path,
+    zero_std,
+)
+from latentbench.tokenizers.pretrained.base import (
+    PretrainedTokenizer,
+    WeightsError,
+    ZooRow,
+    check_latent_shape,
+    strict_load,
+)
 
 OUTNORM_EPS = 1e-6  # match_distribution(eps=1e-6), SVG dino_decoder.py
 
@@ -385,22 +397,13 @@ ROWS: tuple[ZooRow, ...] = (
     ),
 )
 
-MANIFEST_FILES = {
-    "svg-autoencoder-dinov3s16p-vit-s-epoch40": "svg_autoencoder_dinov3s16p_vit-s_epoch40.ckpt",
-    _DINOV3: "vit_small_plus_patch16_dinov3.lvd1689m.safetensors",
-    "svg-dinov3-sp-stats": "svg-dinov3_sp_stats.pt",
-    "svg-t2i-autoencoder-p-stage1": "svg_t2i_autoencoder-P-stage1.ckpt",
-    "svg-t2i-autoencoder-r-stage1": "svg_t2i_autoencoder-R-stage1.ckpt",
-    "svg-t2i-autoencoder-r-stage2": "svg_t2i_autoencoder-R-stage2.ckpt",
-    "svg-t2i-dinov3-layer-stats": "svg_t2i_dinov3_s16p_layer_patchtoken_stats_dist.pt",
-}
 
 
 def build(row: ZooRow, weights: Path | None) -> SVGTokenizer:
     """The SVG / SVG-T2I adapter of ``row``: random init or loaded strictly from ``weights``."""
     model = SVGTokenizer(row)
     if weights is not None:
-        ckpt_name, dino_name, stats_name = (MANIFEST_FILES[f] for f in row.files)
+        ckpt_name, dino_name, stats_name = (manifest_file(f) for f in row.files)
         ckpt = weight_path(weights, ckpt_name, main=True)
         dino = ckpt.parent / dino_name if Path(weights).is_file() else Path(weights) / dino_name
         model.load(ckpt, dino if dino.is_file() else None)

@@ -25,8 +25,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentbench.tokenizers.base import check_images
-from latentbench.tokenizers.pretrained._common import from_imagenet, read_state, to_imagenet, weight_path, zero_std
-from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, WeightsError, ZooRow, check_latent_shape, strict_load
+from latentbench.tokenizers.pretrained._common import (
+    from_imagenet,
+    manifest_file,
+    read_state,
+    to_imagenet,
+    weight_path,
+    zero_std,
+)
+from latentbench.tokenizers.pretrained.base import (
+    PretrainedTokenizer,
+    WeightsError,
+    ZooRow,
+    check_latent_shape,
+    strict_load,
+)
 
 # what VTPModel holds besides the reconstruction path (CLIP text tower and projection)
 TEXT_TOWER = ("text_transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection",
@@ -213,7 +226,7 @@ class Trunk(nn.Module):
         self.rope_embed = RopeEmbedding(d, cfg.vision_num_heads)
         self.blocks = nn.ModuleList(
             Block(d, cfg.vision_num_heads, cfg.vision_mlp_ratio, cfg.vision_ffn_layer, cfg.vision_norm_layer,
-                  cfg.vision_init_values, cfg.vision_use_qk_norm)  # fmt: skip
+                  cfg.vision_init_values, cfg.vision_use_qk_norm)
             for _ in range(cfg.vision_depth)
         )
         self.norm = make_norm(cfg.vision_norm_layer, d)
@@ -243,7 +256,7 @@ class PixelDecoder(nn.Module):
         self.rope_embed = RopeEmbedding(d, cfg.decoder_num_heads)
         self.blocks = nn.ModuleList(
             Block(d, cfg.decoder_num_heads, 4.0, cfg.decoder_ffn_layer, cfg.decoder_norm_layer,
-                  cfg.decoder_init_values, cfg.decoder_use_qk_norm)  # fmt: skip
+                  cfg.decoder_init_values, cfg.decoder_use_qk_norm)
             for _ in range(cfg.decoder_depth)
         )
         self.norm = make_norm(cfg.decoder_norm_layer, d)
@@ -348,11 +361,6 @@ ROWS: tuple[ZooRow, ...] = tuple(
     for s, (_, cfg, params, u) in _SIZES.items()
 )
 
-MANIFEST_FILES = {
-    **{f"vtp-{s}-config": f"vtp-{size.lower()}-f16d64-config.json" for s, (size, *_) in _SIZES.items()},
-    **{f"vtp-{s}-model": f"vtp-{size.lower()}-f16d64.safetensors" for s, (size, *_) in _SIZES.items()},
-    **{f"vtp-{s}-latent-stats": f"vtp_{s}_latents_stats.pt" for s in _SIZES},
-}
 
 
 def build(row: ZooRow, weights: Path | None) -> VTPTokenizer:
@@ -360,7 +368,7 @@ def build(row: ZooRow, weights: Path | None) -> VTPTokenizer:
     if weights is None:
         model = VTPTokenizer(row)
     else:
-        config_name, model_name, stats_name = (MANIFEST_FILES[f] for f in row.files)
+        config_name, model_name, stats_name = (manifest_file(f) for f in row.files)
         ckpt = weight_path(weights, model_name, main=True)
         known = {f.name for f in fields(VTPConfig)}
         cfg = VTPConfig(**{k: v for k, v in dict(row.config).items() if k in known})
