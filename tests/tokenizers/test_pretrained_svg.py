@@ -106,6 +106,7 @@ def to_meta_dinov3(state: dict) -> dict:
         k = k.replace("mlp.fc1_g.", "mlp.w1.").replace("mlp.fc1_x.", "mlp.w2.").replace("mlp.fc2.", "mlp.w3.")
         out[k] = v.clone()
     d = state["cls_token"].shape[-1]
+    out["blocks.0.attn.qkv.bias"] = torch.cat([torch.zeros(d), torch.randn(d), torch.zeros(d)])  # k part masked
     out["mask_token"] = torch.zeros(1, d)
     out["rope_embed.periods"] = torch.arange(1, d // 2 // 4 + 1, dtype=torch.float32)
     return out
@@ -157,6 +158,14 @@ def test_svg_t2i_separate_timm_dinov3_and_layer_stats(tmp_path):
     m, s = layer_stats["mean"][-1], layer_stats["std"][-1]
     assert torch.allclose(loaded.latent_mean.flatten(), torch.cat([m, m.mean().expand(8)]))
     assert torch.allclose(loaded.latent_std.flatten(), torch.cat([s, s.mean().expand(8)]))
+
+
+def test_nonzero_dinov3_qv_bias_is_refused():
+    model = svg.build(tiny_row(None), None)
+    state = to_meta_dinov3(model.encoder.state_dict())
+    state["blocks.0.attn.qkv.bias"] = torch.ones(96)
+    with pytest.raises(WeightsError, match="qkvb"):
+        svg.dinov3_to_timm(state, model.encoder)
 
 
 def test_svg_leftover_key_and_missing_encoder(tmp_path):

@@ -18,8 +18,9 @@ Latent normalisation: RAE applies its ``stat.pt`` statistics *inside* encode/dec
 every other adapter and a study chooses the normalisation (``latent_norm: native`` reproduces RAE
 exactly: ``decode(native_denormalize(native_normalize(z)))`` == RAE's ``decode(encode(x))``).
 UAE (WeichenFan/UAE src/stage1/uae.py) has the same layout with a fine-tuned encoder and no
-statistics; its DCT band module is off at inference (``frequency_config`` absent in the iFID-style
-full-band use), so encode = the encoder's patch tokens.
+statistics. Its optional DCT module maps the latent to frequencies and back, the identity unless a
+band mask drops coefficients; this adapter encodes the full band (as the iFID adapter, ifid/vae/uae.py,
+with ``freq_ratio`` 1.0), so encode = the encoder's patch tokens.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from latentbench.tokenizers.pretrained.base import (
     strict_load,
 )
 
-# transformers 4.x ViT/DINOv2 attention and MLP names -> transformers 5.x (zoo.md §4.5-4.6); ordered:
+# transformers 4.x ViT/DINOv2 attention and MLP names -> transformers 5.x (zoo.md §4.5-4.6; the same
+# renames as transformers 5.25 conversion_mapping.py for Dinov2WithRegistersModel / ViTMAE); ordered:
 # ".attention.output.dense." must be renamed before the bare ".output.dense." of the MLP.
 T4_TO_T5: tuple[tuple[str, str], ...] = (
     (".attention.attention.query.", ".attention.q_proj."),
@@ -267,6 +269,7 @@ _UAE_U = (
         "release ships one checkpoint (checkpoints/DINOv2-B/ep-last.pt): which stage it is, is unverified"
     ),
     "key 'model' (iFID adapter) vs 'ema' (UAE's own instantiate_from_config prefers 'ema' when present)",
+    "full-band encode: the release's config.yaml may enable eval-time band splitting (configs/stage1/dinov2/stage2.yaml keeps 36 DCT bands)",
 )
 _PARAMS = 501_934_720  # measured on the meta device (encoder 86,582,016 + decoder 415,352,704)
 
@@ -292,7 +295,6 @@ ROWS: tuple[ZooRow, ...] = (
     ZooRow(name="uae-stage2", arch="C3", latent_shape=(768, 16, 16), config={"kind": "uae"}, params=_PARAMS, unverified=_UAE_U + ("no public file",)),
     ZooRow(name="uae-stage3", arch="C3", latent_shape=(768, 16, 16), config={"kind": "uae"}, params=_PARAMS, unverified=_UAE_U + ("no public file",)),
 )
-
 
 
 def build(row: ZooRow, weights: Path | None) -> RAETokenizer:

@@ -191,6 +191,15 @@ def dinov3_to_timm(state: Mapping[str, torch.Tensor], encoder: nn.Module) -> dic
     state = dict(state)
     if "storage_tokens" not in state:
         return state
+    own = dict(encoder.named_parameters())
+    for key in [k for k in state if k.endswith("attn.qkv.bias")]:
+        if key.replace("qkv.bias", "q_bias") not in own:
+            # timm's bias-free variant drops these: only right when q and v biases are zero (the k
+            # bias is masked in DINOv3); otherwise the ``_qkvb`` timm variant is the matching model
+            q, _, v = state[key].chunk(3)
+            if torch.count_nonzero(q) or torch.count_nonzero(v):
+                raise WeightsError(f"{key}: non-zero q/v bias but the timm model has none (use the *_qkvb variant)")
+            del state[key]
     periods = state.get("rope_embed.periods")
     out = checkpoint_filter_fn(state, encoder)
     if periods is not None:
@@ -405,7 +414,7 @@ def build(row: ZooRow, weights: Path | None) -> SVGTokenizer:
     if weights is not None:
         ckpt_name, dino_name, stats_name = (manifest_file(f) for f in row.files)
         ckpt = weight_path(weights, ckpt_name, main=True)
-        dino = ckpt.parent / dino_name if Path(weights).is_file() else Path(weights) / dino_name
+        dino = ckpt.parent / dino_name  # optional: only read when the checkpoint lacks encoder.*
         model.load(ckpt, dino if dino.is_file() else None)
         model.load_stats(weight_path(weights, stats_name))
         c = model.decoder.conv_in.in_channels
