@@ -21,6 +21,11 @@ UAE (WeichenFan/UAE src/stage1/uae.py) has the same layout with a fine-tuned enc
 statistics. Its optional DCT module maps the latent to frequencies and back, the identity unless a
 band mask drops coefficients; this adapter encodes the full band (as the iFID adapter, ifid/vae/uae.py,
 with ``freq_ratio`` 1.0), so encode = the encoder's patch tokens.
+
+Parity (2026-12-03, random weights, narrow copy): the decoder against bytetriper/RAE @a4d18c4
+``GeneralDecoder`` + ``unpatchify`` loaded with the same (renamed) state dict: max |diff| 3e-8
+(SDPA vs eager attention); the sin-cos positions equal upstream's. The encoder is transformers'
+own class (upstream ran transformers 4.x; position interpolation across versions not compared).
 """
 
 from __future__ import annotations

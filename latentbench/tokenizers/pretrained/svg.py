@@ -18,6 +18,11 @@ built at img_size 1024) with the same 8-d head. SVG-T2I's decoder puts attention
 resolution level whatever ``attn_resolutions`` says (SVG-T2I autoencoder/ldm/modules/
 diffusionmodules/model.py line 518: ``if i_level == (self.num_resolutions - 1)``), which at 256 px
 is the LDM ``attn_resolutions=(16,)`` layout.
+
+Parity (2026-12-03, random weights): the timm DINOv3 ViT-S/16+ loaded through
+:func:`dinov3_to_timm` from Meta's ``dinov3_vits16plus`` (SVG-T2I's vendored dinov3 @03f14b6) gives
+the same ``x_norm_patchtokens`` (max |diff| 0.0); :class:`RopeMixedViT` against
+``rope_vit_models`` (vit_rope.py, 2 blocks, upstream state dict loaded strictly): max |diff| 4e-7.
 """
 
 from __future__ import annotations

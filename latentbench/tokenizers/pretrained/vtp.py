@@ -11,6 +11,10 @@ Parameter names follow the released ``model.safetensors`` so it loads after drop
 Both the encoder input and the decoder output are ImageNet mean/std-normalised 256 px images
 (generation/tokenizer/vtp_tokenizer.py ``normalize_type="imagenet"``, ``transform_inv``); this adapter
 converts both ways. (The iFID wrapper feeds [-1, 1] and returns the raw output: a bug, not copied.)
+
+Parity (2026-12-03, random weights, narrow copy): against MiniMax-AI/VTP @5ce1eb6
+``DinoVisionTransformerWithBottleneck`` / ``DinoV3PixelDecoder`` with the upstream state dict loaded
+strictly: max |diff| 0.0 for both the latents and the decoded image.
 """
 
 from __future__ import annotations
