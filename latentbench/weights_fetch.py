@@ -11,7 +11,9 @@ one place that does, on request (``latentbench fetch-weights``, rule ``fetch_wei
   ``huggingface_hub.hf_hub_download`` and URLs with ``urllib``, verifies each, and renames it into
   place only once verified (latentbench.io.atomic_path). Every failure is collected and reported
   in ONE :class:`WeightFetchError` naming each file and where it was to come from.
-- :func:`required_weights` lists the entries a study config needs.
+- :func:`required_weights` lists the entries a study config needs (:func:`tokenizer_weights`: those
+  of its trainable tokenizers, which :func:`check_tokenizer_weights` checks at DAG parse time);
+  :func:`resolve_entry` finds one entry's file or says what to fetch.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ __all__ = [
     "locate",
     "missing",
     "required_weights",
+    "check_tokenizer_weights",
+    "resolve_entry",
+    "tokenizer_weights",
     "sha256_file",
     "verify",
 ]
@@ -84,6 +89,8 @@ class WeightEntry:
     sha256: str | None = None
     sha256_prefix: str | None = None
     size: int | None = None
+    license: str | None = None
+    gated: bool = False
 
     @property
     def kind(self) -> str:
@@ -97,7 +104,8 @@ class WeightEntry:
             return str(self.url)
         if self.kind == "hf":
             rev = f"@{self.hf_revision}" if self.hf_revision else ""
-            return f"https://huggingface.co/{self.hf_repo}{rev} (file {self.hf_filename})"
+            gated = "; gated: accept its licence on that page and log in (hf auth login) first" if self.gated else ""
+            return f"https://huggingface.co/{self.hf_repo}{rev} (file {self.hf_filename}{gated})"
         return f"the {self.package} package ({self.package}/{self.package_path})"
 
 
@@ -106,7 +114,7 @@ def _entry(name: str, raw: Any) -> WeightEntry:
     where = f"weights manifest entry {name!r}"
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")  # noqa: TRY004 (project: ValueError)
-    allowed = {"file", "used_by", "url", "hf", "package", "sha256", "sha256_prefix", "size"}
+    allowed = {"file", "used_by", "url", "hf", "package", "sha256", "sha256_prefix", "size", "license", "gated"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -149,6 +157,14 @@ def _entry(name: str, raw: Any) -> WeightEntry:
         if isinstance(raw["size"], bool) or not isinstance(raw["size"], int) or raw["size"] <= 0:
             raise ValueError(f"{where}: 'size' must be a positive integer (bytes), got {raw['size']!r}")
         fields["size"] = raw["size"]
+    if "license" in raw:
+        if not isinstance(raw["license"], str) or not raw["license"]:
+            raise ValueError(f"{where}: 'license' must be a non-empty string, got {raw['license']!r}")
+        fields["license"] = raw["license"]
+    if "gated" in raw:
+        if not isinstance(raw["gated"], bool):
+            raise ValueError(f"{where}: 'gated' must be true or false, got {raw['gated']!r}")
+        fields["gated"] = raw["gated"]
     return WeightEntry(**fields)
 
 
@@ -349,7 +365,8 @@ FDR6_WEIGHTS = ("inception-v3-fid", "fdr6-convnextv2-base", "fdr6-dinov2-large",
 
 
 def required_weights(config: Mapping[str, Any]) -> list[str]:
-    """Manifest names a validated study config reads: its FID network, FDr6's spaces, LPIPS' AlexNet.
+    """Manifest names a validated study config reads: its FID network, FDr6's spaces, LPIPS' AlexNet,
+    and what its trainable tokenizers train against (:func:`tokenizer_weights`).
 
     Only weights the code loads today; entries marked "not wired yet" in the manifest are fetched
     by name.
@@ -362,4 +379,58 @@ def required_weights(config: Mapping[str, Any]) -> list[str]:
         names.extend(FDR6_WEIGHTS)
     if "lpips" in metrics:
         names.extend(["lpips-alexnet-trunk", "lpips-alex-head"])
+    names.extend(tokenizer_weights(config))
     return list(dict.fromkeys(names))
+
+
+def uses_demo_net(config: Mapping[str, Any]) -> bool:
+    """Whether the study runs on the DAG-trained demo network (``feature_net.name: demo-cnn``, the
+    schema default): its tokenizers then default to the demo perceptual stand-in."""
+    return config.get("feature_net", {}).get("name", "demo-cnn") == "demo-cnn"
+
+
+def tokenizer_weights(config: Mapping[str, Any]) -> list[str]:
+    """Manifest names the study's trainable tokenizers need: LPIPS-VGG (trunk + heads) unless they
+    use the demo network's perceptual stand-in, and the foundation encoder each VF/REPA tokenizer
+    names in ``variant`` (latentbench.features.foundation.network_weights)."""
+    from latentbench.features.foundation import network_weights
+
+    demo = uses_demo_net(config)
+    names: list[str] = []
+    for cfg in (config.get("tokenizers") or {}).values():
+        names.extend(network_weights(cfg, demo))
+    return list(dict.fromkeys(names))
+
+
+def resolve_entry(name: str, weights_dir: str | Path | None, manifest: Mapping[str, WeightEntry] | None = None) -> Path:
+    """The file of manifest entry ``name`` (:func:`locate`); missing -> WeightMissing saying what to
+    fetch (file name in ``weights_dir``) and from where."""
+    manifest = load_manifest() if manifest is None else manifest
+    (entry,) = _select([name], manifest)
+    path = locate(entry, weights_dir)
+    if path is None:
+        searched = [p for p in (weights_dir, hf_hub_cache()) if p is not None]
+        raise WeightMissing(entry.name, entry.file, entry.source, searched)
+    return path
+
+
+def check_tokenizer_weights(config: Mapping[str, Any], weights_dir: str | Path | None) -> None:
+    """Fail before any job when a trainable tokenizer's weights are absent: one WeightFetchError naming,
+    per missing file, the tokenizers that need it, the file in ``weights_dir`` and where to get it."""
+    from latentbench.features.foundation import network_weights
+
+    manifest = load_manifest()
+    demo = uses_demo_net(config)
+    needed: dict[str, list[str]] = {}
+    for tok, cfg in (config.get("tokenizers") or {}).items():
+        for name in network_weights(cfg, demo):
+            needed.setdefault(name, []).append(tok)
+    lacking = missing(list(needed), weights_dir, manifest)
+    if lacking:
+        lines = [f"{e.name} -> {Path(weights_dir or '.') / e.file} (for {', '.join(needed[e.name])}): get it from {e.source}"
+                 for e in lacking]
+        raise WeightFetchError(
+            f"{len(lacking)} weight file(s) needed by the trainable tokenizers are missing:\n  - " + "\n  - ".join(lines)
+            + f"\nFetch them (latentbench fetch-weights --weights-dir {weights_dir} --names "
+            f"{' '.join(e.name for e in lacking)}) or copy them into {weights_dir}."
+        )
