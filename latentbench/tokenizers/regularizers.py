@@ -15,8 +15,9 @@ callables take [0, 1] images. Clusters:
 
 - ``mcos``, ``mdms``, ``mcos+mdms``: the VA-VAE VF loss (LightningDiT ``contperceptual.py``)
   on the sampled latent projected by a trainable 1x1 conv C -> D without bias
-  (``reverse_proj``), against a frozen feature grid (``target_features``; DINOv2 etc. at
-  paper scale, the demo CNN's third stage, 128 ch at 8x8, in the demo).
+  (``reverse_proj``), against a frozen feature grid (``target_features``: the 16x16 patch
+  tokens of the foundation encoder named by the variant, latentbench.features.foundation_net;
+  the demo CNN's third stage, 128 ch at 8x8, for variant ``demo-cnn``).
 - ``repa``: 3-layer MLP projector on the latent tokens, loss ``-mean cos`` [ASSUMPTION of
   the spec: the paper gives no details].
 - ``eq``: EQ-VAE (``zelaki/eqvae`` ``AutoencoderKL.training_step``), transforms ``scale`` or
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentbench.features.foundation import DEMO_NET, FOUNDATION_SPECS
 from latentbench.tokenizers.kl_vae import DiagonalGaussian
 from latentbench.tokenizers.losses import AuxTerm
 
@@ -50,11 +52,9 @@ TargetFeatures = Callable[[torch.Tensor], torch.Tensor]  # [0,1] images -> [N, D
 
 REGULARIZERS = ("baseline", "mcos", "mdms", "mcos+mdms", "repa", "eq", "lcr", "lmr", "mae")
 VF_CLUSTERS = {"mcos": (1.0, 0.0), "mdms": (0.0, 1.0), "mcos+mdms": (1.0, 1.0)}  # (w_cos, w_dm), §11.2
-# Foundation encoders of Table 1 (iREPA ids, spec §11.3) plus the demo's stand-in.
-FOUNDATION_ENCODERS = (
-    "CLIP-L", "CRadio-B", "CRadio-L", "DINOv2-B", "DINOv2-L", "DINOv3-B", "DINOv3-L", "LangPE-L",
-    "MAE-L", "MoCov3-L", "PE-B", "PE-L", "SpatialPE-B", "SpatialPE-L", "WebSSL-300m", "demo-cnn",
-)  # fmt: skip
+# Foundation encoders of Table 1 (iREPA ids, spec §11.3; built by latentbench.features.foundation_net)
+# plus the demo's stand-in.
+FOUNDATION_ENCODERS = (*FOUNDATION_SPECS, DEMO_NET)
 EQ_TRANSFORMS = ("scale", "flip")
 LMR_RATIOS = (0.0, 0.25, 0.5, 0.75)  # SSVAE mask_ratios
 
