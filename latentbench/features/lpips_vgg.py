@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -66,14 +67,20 @@ class LpipsVgg:
         trunk_name, heads_name = LPIPS_VGG_WEIGHTS
         trunk_path = None if random_init else Path(trunk) if trunk is not None else resolve_entry(trunk_name, weights_dir)
         heads = resolve_entry(heads_name, weights_dir)
-        with warnings.catch_warnings():  # lpips passes torchvision's deprecated ``pretrained=False``
-            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        # With a trunk file every tensor is loaded below, so the network is built on the meta
+        # device (torchvision's VGG16 would otherwise initialise its unused 120M-weight classifier).
+        with warnings.catch_warnings(), torch.device("meta") if trunk_path is not None else nullcontext():
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")  # lpips' pretrained=False
             model = lpips.LPIPS(net="vgg", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+        if trunk_path is not None:
+            model = model.to_empty(device="cpu")
+            model.scaling_layer = type(model.scaling_layer)()  # its constant shift/scale, made on the real device
         # the heads as LPIPS(pretrained=True) loads them, but checked: lpips itself loads with strict=False
-        result = model.load_state_dict(read_state_dict(heads), strict=False)
-        if result.unexpected_keys or any(k.startswith("lin") for k in result.missing_keys):
-            raise ValueError(f"{heads}: not the LPIPS v0.1 VGG heads (missing {result.missing_keys}, "
-                             f"unexpected {result.unexpected_keys})")
+        head_state = read_state_dict(heads)
+        absent = [k for k in model.state_dict() if re.match(r"lin\d", k) and k not in head_state]  # lins.* alias lin*
+        result = model.load_state_dict(head_state, strict=False)
+        if absent or result.unexpected_keys:
+            raise ValueError(f"{heads}: not the LPIPS v0.1 VGG heads (missing {absent}, unexpected {result.unexpected_keys})")
         if trunk_path is not None:
             load_vgg_trunk(model.net, trunk_path)
         self.device = torch.device(device)
