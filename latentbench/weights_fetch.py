@@ -40,15 +40,15 @@ __all__ = [
     "WeightChecksumError",
     "WeightEntry",
     "WeightFetchError",
+    "check_tokenizer_weights",
     "fetch",
     "load_manifest",
     "locate",
     "missing",
     "required_weights",
-    "check_tokenizer_weights",
     "resolve_entry",
-    "tokenizer_weights",
     "sha256_file",
+    "tokenizer_weights",
     "verify",
 ]
 

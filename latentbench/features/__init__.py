@@ -7,8 +7,9 @@ registered under a name that is recorded with every number it produced (e.g. the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # torch stays unimported until a network is built (the spec tables are torch-free)
     import torch

@@ -16,7 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.features.checkpoints import load_state_strict, load_timm_weights, read_state_dict
+from latentbench.features.checkpoints import (
+    load_state_strict,
+    load_timm_weights,
+    read_state_dict,
+)
 from latentbench.features.foundation import FOUNDATION_SPECS, GRID, FoundationSpec
 
 __all__ = ["FoundationEncoder", "build_foundation_encoder", "convert_mocov3", "foundation_weight_path"]

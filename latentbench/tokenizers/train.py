@@ -426,7 +426,11 @@ def frozen_networks(
     ``feature_dim`` (tests, custom studies) are used as given. Missing weights raise WeightMissing
     naming the file and its source before any training.
     """
-    from latentbench.features.foundation import DEMO_NET, alignment_encoder, perceptual_net
+    from latentbench.features.foundation import (
+        DEMO_NET,
+        alignment_encoder,
+        perceptual_net,
+    )
 
     encoder = alignment_encoder(cfg)
     alignment_name = "none" if encoder is None else encoder

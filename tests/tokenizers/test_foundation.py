@@ -20,7 +20,13 @@ from latentbench.features.demo_net import DemoNet
 from latentbench.features.foundation import FOUNDATION_SPECS
 from latentbench.tokenizers.train import train_tokenizer
 from latentbench.weights import WeightMissing
-from latentbench.weights_fetch import WeightFetchError, check_tokenizer_weights, load_manifest, required_weights, tokenizer_weights
+from latentbench.weights_fetch import (
+    WeightFetchError,
+    check_tokenizer_weights,
+    load_manifest,
+    required_weights,
+    tokenizer_weights,
+)
 
 torch.set_num_threads(1)
 ARCH = {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "z_channels": 2,
