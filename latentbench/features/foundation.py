@@ -7,8 +7,9 @@ built by :mod:`latentbench.features.foundation_net` and :mod:`latentbench.featur
 ``End2End-Diffusion/iREPA`` ``ldm/vision_encoder.py``): the 14 VFMs of the study's Table 1,
 each a timm model (transformers' ``Dinov2Model`` for WebSSL, which timm lacks) built with
 ``pretrained=False`` and loaded from its weights-manifest file. Every encoder returns a
-**16x16** grid of patch tokens: /14 models read 224 px, /16 models 256 px, position embeddings
-resampled to the grid (timm ``dynamic_img_size``; RoPE models need nothing). Per encoder, as
+**16x16** grid of patch tokens: /14 models read 224 px, /16 models 256 px; learned absolute
+position embeddings are resampled to the grid once when the file is loaded (as iREPA does), the
+RoPE-based DINOv3 / PE adapt to it at run time (timm ``dynamic_img_size``). Per encoder, as
 iREPA reads it:
 
 - normalisation of the [0, 1] input: ImageNet mean/std (DINOv2/v3, MAE, MoCo v3, WebSSL),
@@ -89,8 +90,12 @@ class FoundationSpec:
         return self.patch * GRID
 
 
-def _timm(key, irepa_id, model, weights, patch, norm, **kw) -> FoundationSpec:
-    return FoundationSpec(key, irepa_id, "timm", model, weights, patch, *norm, **kw)
+def _timm(key, irepa_id, model, weights, patch, norm, abs_pos=False, kwargs=None, **kw) -> FoundationSpec:
+    """A timm encoder. ``abs_pos``: a learned absolute position embedding, built for the 16x16 grid
+    (``img_size`` = input size) so timm's checkpoint filter resamples the file's grid once at load,
+    as iREPA's ``resample_abs_pos_embed`` does (RoPE / PE models adapt to the input at run time)."""
+    kwargs = {**({"img_size": patch * GRID} if abs_pos else {}), **(kwargs or {})}
+    return FoundationSpec(key, irepa_id, "timm", model, weights, patch, *norm, kwargs=kwargs, **kw)
 
 
 # Model names: timm 1.0.31 registry; weights: latentbench/weights_manifest.yaml.
@@ -99,23 +104,25 @@ FOUNDATION_SPECS: dict[str, FoundationSpec] = {
     for s in (
         # timm's QuickGELU tower = OpenAI CLIP's activation; same file as FDr6's clip_cls space
         _timm("CLIP-L", "clip-vit-L", "vit_large_patch14_clip_quickgelu_224.openai", "fdr6-clip-large", 14,
-              OPENAI_CLIP, final_norm=False),
+              OPENAI_CLIP, abs_pos=True, final_norm=False),
         _timm("CRadio-B", "cradio-vit-b", "vit_base_patch16_radio_v3.c_radio", "cradio-v3-base", 16, OPENAI_CLIP,
-              resize="bilinear"),
+              abs_pos=True, resize="bilinear"),
         _timm("CRadio-L", "cradio-vit-l", "vit_large_patch16_radio_v3.c_radio", "cradio-v3-large", 16, OPENAI_CLIP,
-              resize="bilinear"),
-        _timm("DINOv2-B", "dinov2-vit-b", "vit_base_patch14_dinov2.lvd142m", "dinov2-base", 14, IMAGENET),
-        _timm("DINOv2-L", "dinov2-vit-l", "vit_large_patch14_dinov2.lvd142m", "fdr6-dinov2-large", 14, IMAGENET),
+              abs_pos=True, resize="bilinear"),
+        _timm("DINOv2-B", "dinov2-vit-b", "vit_base_patch14_dinov2.lvd142m", "dinov2-base", 14, IMAGENET, abs_pos=True),
+        _timm("DINOv2-L", "dinov2-vit-l", "vit_large_patch14_dinov2.lvd142m", "fdr6-dinov2-large", 14, IMAGENET,
+              abs_pos=True),
         _timm("DINOv3-B", "dinov3-vit-b16", "vit_base_patch16_dinov3.lvd1689m", "dinov3-base", 16, IMAGENET,
               resize="bilinear", antialias=True),
         _timm("DINOv3-L", "dinov3-vit-l16", "vit_large_patch16_dinov3.lvd1689m", "dinov3-large", 16, IMAGENET,
               resize="bilinear", antialias=True),
         _timm("LangPE-L", "langpe-vit-l", "vit_pe_lang_large_patch14_448.fb", "pe-lang-large", 14, HALF,
               resize="bilinear", final_norm=False),
-        _timm("MAE-L", "mae-vit-l", "vit_large_patch16_224.mae", "fdr6-mae-large", 16, IMAGENET, final_norm=False),
+        _timm("MAE-L", "mae-vit-l", "vit_large_patch16_224.mae", "fdr6-mae-large", 16, IMAGENET, abs_pos=True,
+              final_norm=False),
         # MoCo v3 ViT-L = timm's ViT-L/16 layout (moco-v3 vits.py); iREPA's converted-key file, no head
         _timm("MoCov3-L", "mocov3-vit-l", "vit_large_patch16_224", "mocov3-vit-large", 16, IMAGENET,
-              convert="mocov3", kwargs={"num_classes": 0}),
+              abs_pos=True, convert="mocov3", kwargs={"num_classes": 0}),
         _timm("PE-B", "pe-vit-b", "vit_pe_core_base_patch16_224.fb", "pe-core-base", 16, HALF,
               resize="bilinear", final_norm=False),
         _timm("PE-L", "pe-vit-l", "vit_pe_core_large_patch14_336.fb", "pe-core-large", 14, HALF,

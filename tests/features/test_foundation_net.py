@@ -121,6 +121,22 @@ def test_timm_encoder_loads_its_file_and_reads_the_right_layer(tmp_path, monkeyp
     assert all(not p.requires_grad for p in enc.model.parameters())
 
 
+@pytest.mark.parametrize(("key", "prefix"), [("DINOv2-B", 1), ("MAE-L", 1)])
+def test_released_position_grid_is_resampled_once_at_load(tmp_path, monkeypatch, no_hub, key, prefix):
+    """DINOv2's file holds a 37x37 grid (518 px), MAE's 14x14 (224 px): loaded, the grid is 16x16,
+    timm's ``resample_abs_pos_embed`` of the file's, as iREPA resamples it at load."""
+    from timm.layers import resample_abs_pos_embed
+
+    spec = _narrow(monkeypatch, key, depth=1, **NARROW_VIT)
+    released = {k: v for k, v in spec.kwargs.items() if k != "img_size"}
+    source = timm.create_model(spec.model, pretrained=False, **released)
+    assert source.pos_embed.shape[1] != prefix + GRID * GRID
+    _save_timm(source, tmp_path / load_manifest()[spec.weights].file)
+    enc = build_foundation_encoder(key, weights_dir=tmp_path)
+    expected = resample_abs_pos_embed(source.pos_embed.detach(), [GRID, GRID], num_prefix_tokens=prefix)
+    torch.testing.assert_close(enc.model.pos_embed, expected)
+
+
 def test_transformers_encoder_loads_its_file(tmp_path, monkeypatch, no_hub):
     from transformers import Dinov2Config, Dinov2Model
 
