@@ -426,11 +426,7 @@ def frozen_networks(
     ``feature_dim`` (tests, custom studies) are used as given. Missing weights raise WeightMissing
     naming the file and its source before any training.
     """
-    from latentbench.features.foundation import (
-        DEMO_NET,
-        alignment_encoder,
-        perceptual_net,
-    )
+    from latentbench.features.foundation import DEMO_NET, alignment_encoder, perceptual_net
 
     encoder = alignment_encoder(cfg)
     alignment_name = "none" if encoder is None else encoder
@@ -448,17 +444,15 @@ def frozen_networks(
         net = build_foundation_encoder(encoder, weights_dir, device)
         target_features, feature_dim = net, net.dim
 
-    name = perceptual_net(cfg, demo=feature_net is not None)
+    name = "given" if perceptual is not None else perceptual_net(cfg, demo=feature_net is not None)
     weight = float(cfg.get("perceptual_weight", DEMO_PERCEPTUAL_WEIGHT if name == DEMO_NET else 1.0))
-    if perceptual is not None:
-        name = "given"
-    elif weight == 0:
+    if perceptual is None and weight == 0:
         name = "none"
     elif name == DEMO_NET:
         if feature_net is None:
             raise ValueError(f"perceptual {DEMO_NET!r} needs the demo network: pass feature_net")
         perceptual = partial(_demo_perceptual, feature_net)
-    else:
+    elif perceptual is None:
         from latentbench.features.lpips_vgg import LpipsVgg
 
         perceptual = LpipsVgg(weights_dir, device)
