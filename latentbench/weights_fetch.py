@@ -11,7 +11,9 @@ one place that does, on request (``latentbench fetch-weights``, rule ``fetch_wei
   ``huggingface_hub.hf_hub_download`` and URLs with ``urllib``, verifies each, and renames it into
   place only once verified (latentbench.io.atomic_path). Every failure is collected and reported
   in ONE :class:`WeightFetchError` naming each file and where it was to come from.
-- :func:`required_weights` lists the entries a study config needs.
+- :func:`required_weights` lists the entries a study config needs (:func:`tokenizer_weights`: those
+  of its trainable tokenizers, which :func:`check_tokenizer_weights` checks at DAG parse time);
+  :func:`resolve_entry` finds one entry's file or says what to fetch.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ __all__ = [
     "WeightChecksumError",
     "WeightEntry",
     "WeightFetchError",
+    "check_tokenizer_weights",
     "fetch",
     "load_manifest",
     "locate",
     "missing",
     "required_weights",
+    "resolve_entry",
     "sha256_file",
+    "tokenizer_weights",
     "verify",
 ]
 
@@ -100,7 +105,8 @@ class WeightEntry:
             return str(self.url)
         if self.kind == "hf":
             rev = f"@{self.hf_revision}" if self.hf_revision else ""
-            return f"https://huggingface.co/{self.hf_repo}{rev} (file {self.hf_filename})"
+            gated = "; gated: accept its licence on that page and log in (hf auth login) first" if self.gated else ""
+            return f"https://huggingface.co/{self.hf_repo}{rev} (file {self.hf_filename}{gated})"
         return f"the {self.package} package ({self.package}/{self.package_path})"
 
 
@@ -360,7 +366,8 @@ FDR6_WEIGHTS = ("inception-v3-fid", "fdr6-convnextv2-base", "fdr6-dinov2-large",
 
 
 def required_weights(config: Mapping[str, Any]) -> list[str]:
-    """Manifest names a validated study config reads: its FID network, FDr6's spaces, LPIPS' AlexNet.
+    """Manifest names a validated study config reads: its FID network, FDr6's spaces, LPIPS' AlexNet,
+    and what its trainable tokenizers train against (:func:`tokenizer_weights`).
 
     Only weights the code loads today; entries marked "not wired yet" in the manifest are fetched
     by name.
@@ -373,4 +380,58 @@ def required_weights(config: Mapping[str, Any]) -> list[str]:
         names.extend(FDR6_WEIGHTS)
     if "lpips" in metrics:
         names.extend(["lpips-alexnet-trunk", "lpips-alex-head"])
+    names.extend(tokenizer_weights(config))
     return list(dict.fromkeys(names))
+
+
+def uses_demo_net(config: Mapping[str, Any]) -> bool:
+    """Whether the study runs on the DAG-trained demo network (``feature_net.name: demo-cnn``, the
+    schema default): its tokenizers then default to the demo perceptual stand-in."""
+    return config.get("feature_net", {}).get("name", "demo-cnn") == "demo-cnn"
+
+
+def tokenizer_weights(config: Mapping[str, Any]) -> list[str]:
+    """Manifest names the study's trainable tokenizers need: LPIPS-VGG (trunk + heads) unless they
+    use the demo network's perceptual stand-in, and the foundation encoder each VF/REPA tokenizer
+    names in ``variant`` (latentbench.features.foundation.network_weights)."""
+    from latentbench.features.foundation import network_weights
+
+    demo = uses_demo_net(config)
+    names: list[str] = []
+    for cfg in (config.get("tokenizers") or {}).values():
+        names.extend(network_weights(cfg, demo))
+    return list(dict.fromkeys(names))
+
+
+def resolve_entry(name: str, weights_dir: str | Path | None, manifest: Mapping[str, WeightEntry] | None = None) -> Path:
+    """The file of manifest entry ``name`` (:func:`locate`); missing -> WeightMissing saying what to
+    fetch (file name in ``weights_dir``) and from where."""
+    manifest = load_manifest() if manifest is None else manifest
+    (entry,) = _select([name], manifest)
+    path = locate(entry, weights_dir)
+    if path is None:
+        searched = [p for p in (weights_dir, hf_hub_cache()) if p is not None]
+        raise WeightMissing(entry.name, entry.file, entry.source, searched)
+    return path
+
+
+def check_tokenizer_weights(config: Mapping[str, Any], weights_dir: str | Path | None) -> None:
+    """Fail before any job when a trainable tokenizer's weights are absent: one WeightFetchError naming,
+    per missing file, the tokenizers that need it, the file in ``weights_dir`` and where to get it."""
+    from latentbench.features.foundation import network_weights
+
+    manifest = load_manifest()
+    demo = uses_demo_net(config)
+    needed: dict[str, list[str]] = {}
+    for tok, cfg in (config.get("tokenizers") or {}).items():
+        for name in network_weights(cfg, demo):
+            needed.setdefault(name, []).append(tok)
+    lacking = missing(list(needed), weights_dir, manifest)
+    if lacking:
+        lines = [f"{e.name} -> {Path(weights_dir or '.') / e.file} (for {', '.join(needed[e.name])}): get it from {e.source}"
+                 for e in lacking]
+        raise WeightFetchError(
+            f"{len(lacking)} weight file(s) needed by the trainable tokenizers are missing:\n  - " + "\n  - ".join(lines)
+            + f"\nFetch them (latentbench fetch-weights --weights-dir {weights_dir} --names "
+            f"{' '.join(e.name for e in lacking)}) or copy them into {weights_dir}."
+        )

@@ -281,7 +281,8 @@ def test_required_weights_follow_feature_net_and_metrics():
     assert required_weights(demo) == ["lpips-alexnet-trunk", "lpips-alex-head"]
     demo["feature_net"]["name"] = "inception-v3-compat"
     demo["metrics"] = ["fdr6"]
-    assert required_weights(demo) == list(wf.FDR6_WEIGHTS)  # inception once, first
+    # inception once, first; off the demo network, the tokenizers' perceptual term is LPIPS-VGG
+    assert required_weights(demo) == [*wf.FDR6_WEIGHTS, "lpips-vgg16-trunk", "lpips-vgg-head"]
 
 
 def test_fetch_weights_job_copies_a_cached_file_into_the_weights_dir(tmp_path):

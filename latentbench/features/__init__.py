@@ -7,10 +7,12 @@ registered under a name that is recorded with every number it produced (e.g. the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:  # torch stays unimported until a network is built (the spec tables are torch-free)
+    import torch
 
 
 class FeatureExtractor(Protocol):

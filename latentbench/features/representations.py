@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from latentbench.features import register_feature_extractor
+from latentbench.features.checkpoints import load_timm_weights
 from latentbench.weights import WeightMissing, resolve_weight
 
 __all__ = ["REPRESENTATION_SPACES", "RepresentationSpace", "TimmRepresentation", "representation_weights"]
@@ -107,9 +108,7 @@ class TimmRepresentation:
         self.model = _create(self.space.model, self.device).eval().requires_grad_(False)
         if not random_init:
             path = Path(weights) if weights is not None and Path(weights).is_file() else representation_weights(self.space, weights)
-            from safetensors.torch import load_file
-
-            self.model.load_state_dict(load_file(str(path), device=str(self.device)))  # strict: wrong file fails naming keys
+            load_timm_weights(self.model, path)  # strict: a wrong file fails naming its keys
         cfg = self.model.pretrained_cfg
         self.mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)

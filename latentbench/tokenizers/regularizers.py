@@ -15,8 +15,9 @@ callables take [0, 1] images. Clusters:
 
 - ``mcos``, ``mdms``, ``mcos+mdms``: the VA-VAE VF loss (LightningDiT ``contperceptual.py``)
   on the sampled latent projected by a trainable 1x1 conv C -> D without bias
-  (``reverse_proj``), against a frozen feature grid (``target_features``; DINOv2 etc. at
-  paper scale, the demo CNN's third stage, 128 ch at 8x8, in the demo).
+  (``reverse_proj``), against a frozen feature grid (``target_features``: the 16x16 patch
+  tokens of the foundation encoder named by the variant, latentbench.features.foundation_net;
+  the demo CNN's third stage, 128 ch at 8x8, for variant ``demo-cnn``).
 - ``repa``: 3-layer MLP projector on the latent tokens, loss ``-mean cos`` [ASSUMPTION of
   the spec: the paper gives no details].
 - ``eq``: EQ-VAE (``zelaki/eqvae`` ``AutoencoderKL.training_step``), transforms ``scale`` or

@@ -29,6 +29,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,16 @@ def train_tokenizer(
     feature_dim: int | None = None,
     device: str | torch.device = "cpu",
     on_step: Callable[[int, dict[str, float]], Any] | None = None,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the tokenizer ``cfg`` describes; write ``out_path`` (config + weights) atomically.
 
-    ``feature_net`` (the demo :class:`~latentbench.features.demo_net.DemoNet`) supplies the
-    perceptual distance and the VF/REPA target grid (its last stage) unless ``perceptual``
-    / ``target_features`` + ``feature_dim`` are given (paper scale: LPIPS-VGG, DINOv2).
+    The frozen networks come from :func:`frozen_networks`: the perceptual term is LPIPS-VGG,
+    or the demo network's stand-in when ``feature_net`` (the demo
+    :class:`~latentbench.features.demo_net.DemoNet`) is given; the VF/REPA target is the
+    foundation encoder the config's ``variant`` names (its weights from ``weights_dir``), or
+    the demo net's last stage for variant ``demo-cnn``. ``perceptual`` / ``target_features`` +
+    ``feature_dim`` override them.
     ``disc_start`` defaults to ``3 * steps // 4`` (the GAN term hurts a still-blurry
     autoencoder; the paper starts it after 5k of ~80k steps). A checkpoint is written every
     ``checkpoint_every`` steps to ``checkpoint_path`` and resumed from when present.
@@ -213,22 +218,17 @@ def train_tokenizer(
     source = ShardedSplit(train_split) if isinstance(train_split, (str, Path)) else train_split
     stream = BatchStream(source, batch_size, seed)
 
-    perceptual_weight = float(cfg.get("perceptual_weight", 1.0))
-    if feature_net is not None:
-        if perceptual is None:
-            perceptual = partial(_demo_perceptual, feature_net)
-            perceptual_weight = float(cfg.get("perceptual_weight", DEMO_PERCEPTUAL_WEIGHT))
-        if target_features is None:
-            target_features, feature_dim = partial(_last_stage, feature_net), int(feature_net.dim)
-    if perceptual is None and perceptual_weight > 0:
-        log("no perceptual network given: the reconstruction term is L1 only")
-
     # Build everything from the global RNG seeded once: identical init for identical seeds.
     torch.manual_seed(derive_seed(seed, "init"))
     tokenizer = build_tokenizer(cfg).to(device)
     if not isinstance(tokenizer, KLTokenizer):  # pretrained adapters are not trained here
         raise ValueError(f"train_tokenizer trains the KL families (conv_kl, trans_kl), got family {cfg.get('family')!r}")
     arch = tokenizer.arch
+    with torch.random.fork_rng(devices=[]):  # building the frozen networks leaves the init RNG untouched
+        nets = frozen_networks(cfg, feature_net, weights_dir, device, perceptual, target_features, feature_dim)
+    perceptual, perceptual_weight = nets.perceptual, nets.perceptual_weight
+    target_features, feature_dim = nets.target_features, nets.feature_dim
+    log(f"perceptual term: {nets.perceptual_name} (weight {perceptual_weight:g}); alignment target: {nets.alignment_name}")
     reg = build_regularizer(
         cfg, arch.embed_dim, arch.downsample_factor, target_features, feature_dim, tokenizer.masks_tokens
     ).to(device)
@@ -321,6 +321,8 @@ def train_tokenizer(
         "disc_start": disc_start,
         "discriminator": disc_cfg,
         "perceptual_weight": perceptual_weight if perceptual is not None else 0.0,
+        "perceptual_net": nets.perceptual_name,
+        "alignment_net": nets.alignment_name,
         "params": sum(p.numel() for p in tokenizer.parameters()),
     }
     if step < steps:
@@ -390,6 +392,71 @@ def _check_finite(loss: torch.Tensor, what: str, step: int, checkpoint_path: str
     if not math.isfinite(value):
         kept = f"last good checkpoint kept at {checkpoint_path}" if checkpoint_path else "no checkpoint path was given"
         raise TrainingDiverged(f"tokenizer training: non-finite {what} loss ({value}) at step {step}; {kept}")
+
+
+@dataclass(frozen=True)
+class FrozenNetworks:
+    """The frozen networks of one tokenizer's training, each with the name its numbers carry."""
+
+    perceptual: Perceptual | None
+    perceptual_weight: float
+    perceptual_name: str
+    target_features: TargetFeatures | None
+    feature_dim: int | None
+    alignment_name: str
+
+
+def frozen_networks(
+    cfg: dict[str, Any],
+    feature_net: torch.nn.Module | None = None,
+    weights_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    perceptual: Perceptual | None = None,
+    target_features: TargetFeatures | None = None,
+    feature_dim: int | None = None,
+) -> FrozenNetworks:
+    """Perceptual term and VF/REPA target of the tokenizer config ``cfg`` (spec models.md §3.3, §4).
+
+    Alignment target (mcos/mdms/repa): the foundation encoder named by ``variant``
+    (latentbench.features.foundation_net, 16x16 patch tokens, weights from ``weights_dir``), or
+    the demo network's last stage for ``demo-cnn``. Perceptual term:
+    latentbench.features.foundation.perceptual_net — LPIPS-VGG (weight 1, Eq. 12), or the demo
+    net's LPIPS-style distance when ``feature_net`` is given (weight DEMO_PERCEPTUAL_WEIGHT);
+    ``perceptual_weight: 0`` builds none. Explicit ``perceptual`` / ``target_features`` +
+    ``feature_dim`` (tests, custom studies) are used as given. Missing weights raise WeightMissing
+    naming the file and its source before any training.
+    """
+    from latentbench.features.foundation import DEMO_NET, alignment_encoder, perceptual_net
+
+    encoder = alignment_encoder(cfg)
+    alignment_name = "none" if encoder is None else encoder
+    if target_features is not None:
+        alignment_name = "given" if encoder is not None else "none"
+    elif encoder == DEMO_NET:
+        if feature_net is None:
+            raise ValueError(
+                f"variant {DEMO_NET!r} aligns to the demo network: pass feature_net (or target_features and feature_dim)"
+            )
+        target_features, feature_dim = partial(_last_stage, feature_net), int(feature_net.dim)
+    elif encoder is not None:
+        from latentbench.features.foundation_net import build_foundation_encoder
+
+        net = build_foundation_encoder(encoder, weights_dir, device)
+        target_features, feature_dim = net, net.dim
+
+    name = "given" if perceptual is not None else perceptual_net(cfg, demo=feature_net is not None)
+    weight = float(cfg.get("perceptual_weight", DEMO_PERCEPTUAL_WEIGHT if name == DEMO_NET else 1.0))
+    if perceptual is None and weight == 0:
+        name = "none"
+    elif name == DEMO_NET:
+        if feature_net is None:
+            raise ValueError(f"perceptual {DEMO_NET!r} needs the demo network: pass feature_net")
+        perceptual = partial(_demo_perceptual, feature_net)
+    elif perceptual is None:
+        from latentbench.features.lpips_vgg import LpipsVgg
+
+        perceptual = LpipsVgg(weights_dir, device)
+    return FrozenNetworks(perceptual, weight, name, target_features, feature_dim, alignment_name)
 
 
 def _demo_perceptual(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from latentbench.features.foundation import DEMO_NET, FOUNDATION_SPECS
+
 REGULARIZERS = ("baseline", "mcos", "mdms", "mcos+mdms", "repa", "eq", "lcr", "lmr", "mae")
 VF_CLUSTERS = {"mcos": (1.0, 0.0), "mdms": (0.0, 1.0), "mcos+mdms": (1.0, 1.0)}  # (w_cos, w_dm), §11.2
-# Foundation encoders of Table 1 (iREPA ids, spec §11.3) plus the demo's stand-in.
-FOUNDATION_ENCODERS = (
-    "CLIP-L", "CRadio-B", "CRadio-L", "DINOv2-B", "DINOv2-L", "DINOv3-B", "DINOv3-L", "LangPE-L",
-    "MAE-L", "MoCov3-L", "PE-B", "PE-L", "SpatialPE-B", "SpatialPE-L", "WebSSL-300m", "demo-cnn",
-)  # fmt: skip
+# Foundation encoders of Table 1 (iREPA ids, spec §11.3; built by latentbench.features.foundation_net)
+# plus the demo's stand-in. features.foundation is torch-free too.
+FOUNDATION_ENCODERS = (*FOUNDATION_SPECS, DEMO_NET)
 EQ_TRANSFORMS = ("scale", "flip")
 LMR_RATIOS = (0.0, 0.25, 0.5, 0.75)  # SSVAE mask_ratios
 

@@ -24,6 +24,7 @@ ARCH = {
     "norm_groups": 4,
 }  # fmt: skip  (latent 2x16x16)
 QUIET = {"log": lambda s: None}
+L1 = {"perceptual_weight": 0}  # no perceptual network: L1 reconstruction only (LPIPS-VGG: tests/tokenizers/test_foundation.py)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_resume_is_bitwise_identical(tmp_path, images, net, cfg):
 
 def test_crash_in_callback_then_resume(tmp_path, images):
     kw = dict(steps=6, batch_size=8, disc_start=1, seed=1, checkpoint_every=2, **QUIET)
-    cfg = _cfg("lcr", "w0.05-th0.90")
+    cfg = _cfg("lcr", "w0.05-th0.90", **L1)
     train_tokenizer(cfg, images, tmp_path / "a.pt", None, **kw)
 
     def crash(step, logs):
@@ -105,7 +106,7 @@ def test_crash_in_callback_then_resume(tmp_path, images):
 def test_same_seed_same_weights_other_seed_differs(tmp_path, images):
     kw = dict(steps=3, batch_size=8, disc_start=1, **QUIET)
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        train_tokenizer(_cfg(), images, tmp_path / f"{name}.pt", seed=seed, **kw)
+        train_tokenizer(_cfg(**L1), images, tmp_path / f"{name}.pt", seed=seed, **kw)
     _assert_bitwise_equal(_weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt"))
     a, c = _weights(tmp_path / "a.pt"), _weights(tmp_path / "c.pt")
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -131,11 +132,11 @@ def test_nan_raises_naming_step_and_keeps_last_checkpoint(tmp_path, images):
 def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
     """A changed config must not continue the old run: the job starts over, as a fresh run."""
     kw = dict(steps=2, batch_size=8, checkpoint_every=1, **QUIET)
-    train_tokenizer(_cfg(), images, tmp_path / "a.pt", tmp_path / "a.ckpt", max_steps_this_run=1, **kw)
+    train_tokenizer(_cfg(**L1), images, tmp_path / "a.pt", tmp_path / "a.ckpt", max_steps_this_run=1, **kw)
     with caplog.at_level("WARNING"):
-        train_tokenizer(_cfg(kl_weight=1e-3), images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
+        train_tokenizer(_cfg(kl_weight=1e-3, **L1), images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
     assert "different run" in caplog.text
-    train_tokenizer(_cfg(kl_weight=1e-3), images, tmp_path / "b.pt", None, **kw)
+    train_tokenizer(_cfg(kl_weight=1e-3, **L1), images, tmp_path / "b.pt", None, **kw)
     a, b = torch.load(tmp_path / "a.pt", weights_only=False), torch.load(tmp_path / "b.pt", weights_only=False)
     for key, value in b["state_dict"].items():
         assert torch.equal(a["state_dict"][key], value), key
@@ -144,7 +145,7 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
 def test_outputs_and_sharded_input(tmp_path, images):
     spec = SyntheticSpec(40, 32, seed=1)
     write_split(tmp_path / "train", 40, 15, lambda s, n: generate(spec, s, n))
-    metrics = train_tokenizer(_cfg(), str(tmp_path / "train"), tmp_path / "tok.pt", steps=2, batch_size=8, **QUIET)
+    metrics = train_tokenizer(_cfg(**L1), str(tmp_path / "train"), tmp_path / "tok.pt", steps=2, batch_size=8, **QUIET)
     assert set(metrics["eval"]) >= {"mse", "psnr", "posterior_std", "latent_std", "latent_snr"}
     assert metrics["discriminator"] == {"n_layers": 2, "ndf": 16}  # demo-size PatchGAN below 128 px
     tok = load_tokenizer(tmp_path / "tok.pt")
