@@ -8,7 +8,8 @@ from snakemake.utils import validate
 from latentbench.config import SCHEMA_PATH, check_config, model_pairs, model_spec
 from latentbench.tokenizers.pretrained import weights_path, zoo_row
 from latentbench.features.representations import fdr6_plan
-from latentbench.weights_fetch import input_path, load_manifest, required_weights
+from latentbench.features.foundation import network_weights
+from latentbench.weights_fetch import input_path, load_manifest, required_weights, uses_demo_net
 
 # One readable line naming the bad key, before anything runs; then snakemake's own
 # validation against the same schema (it also fills the defaults).
@@ -31,6 +32,8 @@ SHARDS = [f"{i:03d}" for i in range(config["sampling"]["shards"])]
 # The FID / IS feature network and its weights: the DAG-trained demo net, or an external file
 # (found in weights_dir or the hub caches; else the path the fetch rule writes).
 FID_NET = config["feature_net"]["name"]
+# demo-cnn studies: the demo net is also the tokenizers' perceptual / alignment stand-in
+DEMO_NET_STUDY = uses_demo_net(config)
 WEIGHT_MANIFEST = load_manifest()  # external weights (latentbench/weights_manifest.yaml)
 FID_WEIGHTS = (
     f"{RESULTS}/features/demo-cnn.pt"

@@ -1,16 +1,26 @@
 # Tokenizers trained in the DAG (one job per config entry; checkpoints and resumes).
 
 
+def tokenizer_network_weights(wildcards):
+    """The frozen networks' files a trainable tokenizer reads (LPIPS-VGG, its VF/REPA foundation
+    encoder): found in weights_dir or the caches, else the path fetch_weights writes."""
+    names = network_weights(config["tokenizers"][wildcards.tok], DEMO_NET_STUDY)
+    return [str(input_path(WEIGHT_MANIFEST[n], WEIGHTS_DIR)) for n in names]
+
+
 rule train_tokenizer:
     input:
         train=rules.dataset.output.train,
-        weights=rules.feature_net.output.weights,
+        feature_net=rules.feature_net.output.weights if DEMO_NET_STUDY else [],
+        networks=tokenizer_network_weights,
     output:
         f"{RESULTS}/tokenizers/{{tok}}/model.pt",
     params:
         spec=lambda w: as_json(model_spec(config["tokenizers"][w.tok])),
         settings=study_settings("tokenizer_training"),
         checkpoint=lambda w: f"{RESULTS}/tokenizers/{w.tok}/checkpoint.pt",
+        feature_net=lambda w, input: f"--feature-net {input.feature_net}" if DEMO_NET_STUDY else "",
+        weights_dir=WEIGHTS_DIR,
     threads: config["threads"]
     retries: 1
     resources:
@@ -22,7 +32,7 @@ rule train_tokenizer:
         f"{RESULTS}/logs/train_tokenizer-{{tok}}.log",
     shell:
         "latentbench train-tokenizer --name {wildcards.tok} --spec {params.spec:q} "
-        "--settings {params.settings:q} --train {input.train} --feature-net {input.weights} "
+        "--settings {params.settings:q} --train {input.train} {params.feature_net} --weights-dir {params.weights_dir:q} "
         "--checkpoint {params.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
 
 

@@ -15,12 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def train_tokenizer_job(
-    name: str, spec: dict, settings: dict, train: str | Path, feature_net: str | Path, checkpoint: str | Path, out: str | Path
+    name: str, spec: dict, settings: dict, train: str | Path, checkpoint: str | Path, out: str | Path,
+    feature_net: str | None = None, weights_dir: str | None = None,
 ) -> None:
     """Train one configured tokenizer on the train split, resuming from ``checkpoint`` if present.
 
-    The demo feature net supplies the perceptual term (LPIPS stand-in) and, for the VF/REPA
-    regularisers, the alignment target (DINOv2 stand-in), as spec models.md §4 prescribes.
+    ``feature_net`` (demo-cnn studies): the demo net supplies the perceptual term (LPIPS stand-in)
+    and, for variant ``demo-cnn``, the alignment target (spec models.md §4). Otherwise LPIPS-VGG and
+    the foundation encoder the variant names are loaded from ``weights_dir``.
     """
     t = settings["tokenizer_training"]
     metrics = train_tokenizer(
@@ -28,7 +30,8 @@ def train_tokenizer_job(
         ShardedSplit(Path(train).parent),
         out,
         checkpoint_path=checkpoint,
-        feature_net=load_demo_net(feature_net),
+        feature_net=load_demo_net(feature_net) if feature_net else None,
+        weights_dir=weights_dir,
         steps=t["steps"],
         batch_size=t["batch_size"],
         lr=t["lr"],
