@@ -1,9 +1,12 @@
 """Study configuration: load, validate against the JSON schema, fill defaults.
 
 The schema (``latentbench/schemas/config.schema.yaml``) is the single description of every
-key; the Snakefile validates with it (``snakemake.utils.validate``) and so does the CLI.
-Errors are reported as one line naming the offending key, e.g.
-``config error at tokenizers.baseline: Additional properties are not allowed ('foo' was unexpected)``.
+key and of its default; :func:`check_config` is the one validator (the Snakefile calls it at
+parse time, before any job, and so does the CLI). Beyond the schema it checks what a JSON
+schema cannot: each tokenizer's regulariser variant (Table 1 grammar), ``arch`` and
+``latent_channels``, pretrained names, and that each backbone's patch size tiles the latent
+grid of each tokenizer it is trained on. Errors are one line naming the key, e.g.
+``config error at tokenizers.lcr.variant: unknown variant 'w0.5-thbad' for 'lcr'; ...``.
 """
 
 from __future__ import annotations
@@ -72,7 +75,59 @@ def check_config(config: dict) -> dict:
             raise ConfigError(f"config error at tokenizers.{tok}.backbones: {', '.join(unknown)} not in backbones")
     if config["data"]["kind"] == "imagefolder" and not config["data"].get("root"):
         raise ConfigError("config error at data.root: required when data.kind is imagefolder")
+    for tok, spec in config["tokenizers"].items():
+        latent_shape = _check_tokenizer(f"tokenizers.{tok}", spec)
+        for bb in tokenizer_backbones(spec, config["backbones"]):
+            _check_backbone(f"backbones.{bb}", config["backbones"][bb], tok, latent_shape)
     return config
+
+
+def _check_tokenizer(where: str, spec: dict[str, Any]) -> tuple[int, ...] | None:
+    """Check a tokenizer entry beyond the schema; return its latent shape (None if unknown here)."""
+    from latentbench.tokenizers import known_pretrained
+    from latentbench.tokenizers.variants import parse_variant
+
+    if spec["family"] == "pretrained":
+        from latentbench.tokenizers.pretrained.base import canonical
+
+        names = known_pretrained()
+        if canonical(spec["name"]) not in {canonical(n) for n in names}:
+            raise ConfigError(f"config error at {where}.name: unknown pretrained tokenizer {spec['name']!r}; known: {', '.join(names)}")
+        return None
+    try:
+        parse_variant(spec["regularizer"], spec["variant"])
+    except ValueError as exc:
+        raise ConfigError(f"config error at {where}.variant: {exc}") from None
+    from latentbench.tokenizers.kl_base import validated_arch
+    from latentbench.tokenizers.kl_vae import resolve_arch
+    from latentbench.tokenizers.vit_vae import resolve_vit_arch
+
+    resolve = {"conv_kl": resolve_arch, "trans_kl": resolve_vit_arch}[spec["family"]]
+    try:
+        arch = validated_arch(spec, resolve)
+    except (ValueError, TypeError) as exc:
+        key = "latent_channels" if "latent_channels" in str(exc) else "arch"
+        raise ConfigError(f"config error at {where}.{key}: {exc}") from None
+    return tuple(arch.latent_shape)
+
+
+def _check_backbone(where: str, backbone: dict[str, Any], tok: str, latent_shape: tuple[int, ...] | None) -> None:
+    """The backbone's size/recipe build a config and its patch size tiles the tokenizer's latent grid."""
+    from latentbench.diffusion.recipes import backbone_config
+
+    if latent_shape is None:
+        return
+    patch = backbone["patch_size"]
+    grid = latent_shape[1:] if len(latent_shape) == 3 else latent_shape[:1]
+    if any(g % patch for g in grid):
+        raise ConfigError(
+            f"config error at {where}.patch_size: {patch} does not tile the {'x'.join(map(str, grid))} latent grid "
+            f"of tokenizer {tok}"
+        )
+    try:
+        backbone_config(backbone["size"], backbone["recipe"], latent_shape, patch)
+    except ValueError as exc:
+        raise ConfigError(f"config error at {where}: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict:

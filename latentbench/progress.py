@@ -40,6 +40,51 @@ def progress_line(desc: str, done: int, total: int | None, elapsed: float, unit:
     return ", ".join(parts)
 
 
+class ProgressMeter:
+    """Progress of a loop that is not a plain iteration (``update`` after each unit of work).
+
+    A tqdm bar when stderr is a terminal; otherwise a log line (items done, rate, ETA) at most
+    every ``every`` seconds and one at :meth:`close`. ``start``: units already done (a resumed run).
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str = "it", start: int = 0, every: float | None = None) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
+        self.done = self._start = start
+        self.every = float(os.environ.get("LATENTBENCH_PROGRESS_EVERY", EVERY_S)) if every is None else every
+        self._t0 = self._last = time.monotonic()
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=start, desc=desc, unit=unit, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._log(now)
+            self._last = now
+
+    def _log(self, now: float) -> None:
+        # rate and ETA from the units done in this run (a resumed run's earlier steps took no time here)
+        elapsed = now - self._t0
+        done_here = self.done - self._start
+        remaining = None if not self.total else self.total - self._start
+        line = progress_line(self.desc, done_here, remaining, elapsed, self.unit)
+        if self._start:
+            line += f" (from {self._start})"
+        log.info(line)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._log(time.monotonic())
+
+
 def progress(
     iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", every: float | None = None,
     weight=None,
@@ -49,27 +94,12 @@ def progress(
     ``total``: the number of units expected (``len(iterable)`` when it has one). ``weight``: a
     function item -> units it counts for (e.g. ``len`` for batches of images), default 1.
     """
-    if total is None and hasattr(iterable, "__len__"):
+    if total is None and weight is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-        try:
-            for item in iterable:
-                yield item
-                bar.update(weight(item) if weight else 1)
-        finally:
-            bar.close()
-        return
-    every = float(os.environ.get("LATENTBENCH_PROGRESS_EVERY", EVERY_S)) if every is None else every
-    start = last = time.monotonic()
-    done = 0
-    for item in iterable:
-        yield item
-        done += weight(item) if weight else 1
-        now = time.monotonic()
-        if now - last >= every:
-            log.info(progress_line(desc, done, total, now - start, unit))
-            last = now
-    log.info(progress_line(desc, done, total, time.monotonic() - start, unit))
+    meter = ProgressMeter(total, desc, unit, every=every)
+    try:
+        for item in iterable:
+            yield item
+            meter.update(weight(item) if weight else 1)
+    finally:
+        meter.close()

@@ -3,18 +3,15 @@ import json
 import re
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from latentbench.config import SCHEMA_PATH, check_config, model_pairs, model_spec
+from latentbench.config import check_config, model_pairs, model_spec
 from latentbench.tokenizers.pretrained import weights_path, zoo_row
 from latentbench.features.representations import fdr6_plan
 from latentbench.features.foundation import network_weights
 from latentbench.weights_fetch import input_path, load_manifest, required_weights, uses_demo_net
 
-# One readable line naming the bad key, before anything runs; then snakemake's own
-# validation against the same schema (it also fills the defaults).
+# The one validator (latentbench.config.check_config): schema, defaults, variants, arch presets,
+# pretrained names and backbone x latent-grid checks, one line naming the bad key, before any job.
 check_config(config)
-validate(config, str(SCHEMA_PATH))
 
 
 container: config["container"]

@@ -27,6 +27,7 @@ from torch import nn
 from latentbench.checkpoint import EMA, load_checkpoint, save_checkpoint
 from latentbench.diffusion.transport import Transport
 from latentbench.errors import TrainingDiverged
+from latentbench.progress import ProgressMeter
 from latentbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def train_diffusion(
     autocast = settings.precision == "bf16" and device.type == "cuda"
     model.train()
     end = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
+    meter = ProgressMeter(settings.steps, "diffusion training", "step", start=start) if rank == 0 else None
     try:
         for step in range(start, end):
             g = torch.Generator().manual_seed(derive_seed(settings.seed, "step", step))
@@ -151,8 +153,10 @@ def train_diffusion(
             opt.step()
             ema.update(model)
             done = step + 1
-            if rank == 0 and (done % 50 == 0 or done == settings.steps):
-                log.info("step %d/%d loss %.4f", done, settings.steps, total)
+            if meter is not None:
+                meter.update()
+                if done % 50 == 0 or done == settings.steps:
+                    log.info("step %d/%d loss %.4f lr %.3g", done, settings.steps, total, opt.param_groups[0]["lr"])
             if rank == 0 and (done % settings.checkpoint_every == 0 or done == settings.steps):
                 save_checkpoint(
                     checkpoint,
@@ -162,4 +166,6 @@ def train_diffusion(
     finally:
         if embedder is not None:
             embedder.dropout_prob = p_drop
+        if meter is not None:
+            meter.close()
     return ema

@@ -40,6 +40,7 @@ import torch
 from latentbench.checkpoint import load_checkpoint, save_checkpoint
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.errors import TrainingDiverged
+from latentbench.progress import ProgressMeter
 from latentbench.seeding import derive_seed, set_threads
 from latentbench.tokenizers import build_tokenizer, save_tokenizer
 from latentbench.tokenizers.discriminator import NLayerDiscriminator
@@ -293,6 +294,7 @@ def train_tokenizer(
     tail: dict[str, list[float]] = {}
     ran, t0, c0 = 0, time.perf_counter(), time.process_time()
     tokenizer.train(), reg.train(), disc.train()
+    meter = ProgressMeter(steps, "tokenizer training", "step", start=step)
     while step < steps and (max_steps_this_run is None or ran < max_steps_this_run):
         x01 = images_to_tensor(stream.batch(step)).to(device)
         logs = _train_step(
@@ -306,10 +308,12 @@ def train_tokenizer(
                 tail.setdefault(k, []).append(v)
         if on_step is not None:
             on_step(step, logs)
+        meter.update()
         if step % log_every == 0 or step == steps:
             log(f"step {step}/{steps} " + " ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())))
         if checkpoint_path is not None and (step % checkpoint_every == 0 or step == steps):
             save(step)
+    meter.close()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     metrics: dict[str, Any] = {
         "completed": step >= steps,

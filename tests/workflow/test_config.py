@@ -77,3 +77,70 @@ def test_model_pairs_follow_per_tokenizer_backbones(demo):
     assert len(pairs) == sum(len(s.get("backbones") or config["backbones"]) for s in config["tokenizers"].values())
     only = next(iter(config["backbones"]))
     assert {b for _, b in model_pairs(config, [only])} == {only}
+
+
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda c: c["tokenizers"]["lcr"].update(variant="w0.5-thbad"), "tokenizers.lcr.variant: unknown variant 'w0.5-thbad' for 'lcr'"),
+        (lambda c: c["tokenizers"]["vf"].update(variant="DINOv9"), "tokenizers.vf.variant: unknown variant 'DINOv9'"),
+        (lambda c: c["tokenizers"]["baseline"].update(variant="x"), "tokenizers.baseline.variant: unknown variant 'x'"),
+        (lambda c: c["tokenizers"]["eq"].update(arch="f99"), "tokenizers.eq.arch: 'f99' is not one of"),
+        (lambda c: c["tokenizers"]["eq"].update(arch={"preset": "demo", "bogus": 1}), "tokenizers.eq.arch: unknown arch keys ['bogus']"),
+        (lambda c: c["tokenizers"]["t-mae"].update(arch="f16d64"), "tokenizers.t-mae.arch: unknown arch 'f16d64'"),
+        (lambda c: c["tokenizers"]["vf"].update(reg_options={"vf_wieght": 1}), "tokenizers.vf.reg_options: Additional properties"),
+        (lambda c: c["tokenizers"]["vf"].update(reg_options={"repa_hidden": 0.5}), "tokenizers.vf.reg_options.repa_hidden: 0.5 is not of type 'integer'"),
+        (lambda c: c["backbones"]["sit-demo"].update(patch_size=3), "backbones.sit-demo.patch_size: 3 does not tile the 8x8 latent grid"),
+        (lambda c: c["backbones"]["sit-demo"].update(size="XXL"), "backbones.sit-demo.size: 'XXL' is not one of"),
+    ],
+)
+def test_training_keys_fail_at_parse_time_naming_the_key(demo, edit, where):
+    edit(demo)
+    with pytest.raises(ConfigError) as info:
+        check_config(demo)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("config error at " + where.split(":")[0] + ":"), message
+    assert where.split(": ", 1)[1] in message
+
+
+def test_reg_options_schema_lists_every_regulariser_option():
+    from latentbench.config import load_schema
+    from latentbench.tokenizers.variants import DEFAULT_OPTIONS
+
+    schema = load_schema()["$defs"]["trained_tokenizer"]["properties"]["reg_options"]
+    assert set(schema["properties"]) == set(DEFAULT_OPTIONS)
+    assert not any("default" in v for v in schema["properties"].values())  # DEFAULT_OPTIONS is the one default
+
+
+def test_pretrained_entry_is_accepted_and_its_name_checked(demo, monkeypatch):
+    import latentbench.tokenizers as tokenizers
+
+    monkeypatch.setattr(tokenizers, "known_pretrained", lambda: ["SD-VAE", "VA-VAE"])
+    demo["tokenizers"]["sdvae"] = {"family": "pretrained", "name": "sd_vae", "weights": "w/sd.safetensors",
+                                   "label": "SD-VAE", "study_family": "zoo", "backbones": ["sit-demo"]}
+    config = check_config(copy.deepcopy(demo))
+    entry = config["tokenizers"]["sdvae"]
+    assert entry["latent_norm"] == "native" and "regularizer" not in entry  # no training defaults filled in
+    assert model_spec(entry) == {"family": "pretrained", "name": "sd_vae", "weights": "w/sd.safetensors", "latent_norm": "native"}
+    demo["tokenizers"]["sdvae"]["latent_norm"] = "bogus"
+    with pytest.raises(ConfigError, match="tokenizers.sdvae.latent_norm: 'bogus' is not one of"):
+        check_config(copy.deepcopy(demo))
+    demo["tokenizers"]["sdvae"].update(latent_norm="none", name="nope-vae")
+    with pytest.raises(ConfigError, match="config error at tokenizers.sdvae.name: unknown pretrained tokenizer 'nope-vae'"):
+        check_config(copy.deepcopy(demo))
+    demo["tokenizers"]["sdvae"].update(name="SD-VAE", kl_weight=0.1)  # a training key on a pretrained entry
+    with pytest.raises(ConfigError, match="tokenizers.sdvae: Additional properties"):
+        check_config(copy.deepcopy(demo))
+
+
+def test_snakemake_stops_on_bad_variant_at_parse_time(tmp_path, demo):
+    demo["tokenizers"]["lcr"]["variant"] = "w0.5-thbad"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(demo))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "config error at tokenizers.lcr.variant: unknown variant 'w0.5-thbad' for 'lcr'" in proc.stdout + proc.stderr
