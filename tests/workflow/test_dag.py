@@ -13,20 +13,32 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+
+from tests.workflow.pretrained_files import write_pretrained_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
 def snakemake(results: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(TINY),
+    """The tiny study (tiny.yaml + the pretrained entries written beside ``results``) through Snakemake."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(results / "study.yaml"),
            "--config", f"results_dir={results}", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def write_study(results: Path) -> None:
+    """tiny.yaml plus two pretrained tokenizers whose released-format files the test writes."""
+    config = yaml.safe_load(TINY.read_text())
+    config["tokenizers"].update(write_pretrained_fixture(results / "released"))
+    (results / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
+    write_study(results)
     start = time.monotonic()
     proc = snakemake(results)
     elapsed = time.monotonic() - start
@@ -37,9 +49,11 @@ def tiny_study(tmp_path_factory):
 
 def test_outputs_and_metrics_table(tiny_study):
     frame = pd.read_csv(tiny_study / "metrics.csv")
-    assert len(frame) == 4 * 1 * 2  # tokenizers x backbones x guidance scales
-    # two families: three conv KL-VAEs and one ViT KL-VAE (trans_kl) through every rule
-    assert frame.groupby("family")["tokenizer"].nunique().to_dict() == {"conv-demo": 3, "trans-demo": 1}
+    assert len(frame) == 6 * 1 * 2  # tokenizers x backbones x guidance scales
+    # three conv KL-VAEs + a pretrained LDM file in one family, a ViT KL-VAE (trans_kl) and a pretrained
+    # diffusers directory in two others: trained and released tokenizers through every rule
+    assert frame.groupby("family")["tokenizer"].nunique().to_dict() == {
+        "conv-demo": 4, "trans-demo": 1, "pretrained-demo": 1}
     for column in ("gfid", "rfid", "ifid", "psnr", "ssim", "diffusion_loss"):
         assert frame[column].notna().all(), column
     assert (frame["gfid"] > 0).all() and (frame["rfid"] > 0).all()
@@ -53,6 +67,21 @@ def test_outputs_and_metrics_table(tiny_study):
     assert set(measured["family"]) == {"conv-demo"} and corr.loc[corr["family"] == "trans-demo", "n"].max() == 1
     # LPIPS needs weights this test machine lacks: it is reported as not run, never filled in
     assert frame["lpips"].isna().all() and corr.loc[corr["metric"] == "lpips", "n"].eq(0).all()
+
+
+def test_pretrained_tokenizers_flow_like_trained_ones(tiny_study):
+    """Released-format files load strictly into references (no training job); the LDM file's own
+    latent normalisation is applied once, at encode time, and recorded in the cache's stats."""
+    import json
+
+    for tok in ("p-invae", "p-eqvae"):
+        assert not (tiny_study / "tokenizers" / tok / "model.pt").exists()
+        ref = json.loads((tiny_study / "tokenizers" / tok / "tokenizer.json").read_text())
+        assert ref["latent_shape"] == [4, 8, 8] and ref["random_init"] is False
+    stats = json.loads((tiny_study / "latents" / "p-invae" / "val" / "stats.json").read_text())
+    assert stats["latent_norm"].startswith("native: REPA-E latent stats")
+    raw = json.loads((tiny_study / "latents" / "p-eqvae" / "val" / "stats.json").read_text())
+    assert raw["latent_norm"] == "none"
 
 
 def test_report_is_self_contained(tiny_study):
