@@ -88,11 +88,13 @@ def _check_tokenizer(where: str, spec: dict[str, Any]) -> tuple[int, ...] | None
     from latentbench.tokenizers.variants import parse_variant
 
     if spec["family"] == "pretrained":
-        from latentbench.tokenizers.pretrained.base import canonical
+        from latentbench.tokenizers.pretrained import zoo_row
 
-        names = known_pretrained()
-        if canonical(spec["name"]) not in {canonical(n) for n in names}:
-            raise ConfigError(f"config error at {where}.name: unknown pretrained tokenizer {spec['name']!r}; known: {', '.join(names)}")
+        try:
+            zoo_row(spec["name"])  # a registry name or an alias (IN-VAE, SD-VAE, ...)
+        except ValueError:
+            names = known_pretrained()
+            raise ConfigError(f"config error at {where}.name: unknown pretrained tokenizer {spec['name']!r}; known: {', '.join(names)}") from None
         return None
     try:
         parse_variant(spec["regularizer"], spec["variant"])
