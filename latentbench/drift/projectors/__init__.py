@@ -38,6 +38,7 @@ __all__ = [
     "MapProjector",
     "available_projectors",
     "build_projector",
+    "assign_state",
     "check_images",
     "largest_face",
     "manifest_weight",
@@ -231,6 +232,16 @@ def manifest_weight(entry_name: str, weights: str | Path | None) -> Path:
     if found is None:
         raise WeightMissing(entry.name, entry.file, entry.source, [weights] if weights is not None else [])
     return found
+
+
+def assign_state(model: Any, state: dict, source: str | Path = "checkpoint") -> None:
+    """Load ``state`` strictly into a model built on the meta device (``assign=True``: the
+    file's tensors become the parameters, nothing is initialised twice). Any tensor left on
+    meta (a buffer the file lacks) raises naming it."""
+    model.load_state_dict(state, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"{source}: no values for {left[:5]}{' ...' if len(left) > 5 else ''}")
 
 
 def check_images(images: Any, name: str = "images") -> np.ndarray:

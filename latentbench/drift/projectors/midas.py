@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.drift.projectors import check_images, manifest_weight, register_projector
+from latentbench.drift.projectors import assign_state, check_images, manifest_weight, register_projector
 
 MANIFEST_ENTRY = "midas-dpt-hybrid"
 FEATURES = 256
@@ -165,7 +165,7 @@ def load_midas_state(model: DPTHybrid, path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" in state or "model" in state:
         state = state["model"]
-    model.load_state_dict(state)
+    assign_state(model, state)
 
 
 class MidasDepthProjector:
@@ -177,8 +177,11 @@ class MidasDepthProjector:
         self.device = torch.device(device)
         self.batch_size = batch_size
         path = None if random_init else manifest_weight(MANIFEST_ENTRY, weights)  # WeightMissing before building
-        self.model = DPTHybrid()
-        if path is not None:
+        if path is None:
+            self.model = DPTHybrid()
+        else:
+            with torch.device("meta"):  # no random init of 123 M parameters that the file replaces
+                self.model = DPTHybrid()
             load_midas_state(self.model, path)
         self.model.to(self.device).eval().requires_grad_(False)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latentbench.drift.projectors import check_images, manifest_weight
+from latentbench.drift.projectors import assign_state, check_images, manifest_weight
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,14 @@ class TimmEmbeddingProjector:
         self.device = torch.device(device)
         self.batch_size = batch_size
         path = None if random_init else manifest_weight(spec.manifest_entry, weights)
-        self.model = timm.create_model(spec.model, pretrained=False, **dict(spec.create_kwargs))
-        if path is not None:
+        if path is None:
+            self.model = timm.create_model(spec.model, pretrained=False, **dict(spec.create_kwargs))
+        else:
             from safetensors.torch import load_file
 
-            self.model.load_state_dict(load_file(str(path)))  # strict: a wrong file fails naming keys
+            with torch.device("meta"):
+                self.model = timm.create_model(spec.model, pretrained=False, **dict(spec.create_kwargs))
+            assign_state(self.model, load_file(str(path)))
         self.model.to(self.device).eval().requires_grad_(False)
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)

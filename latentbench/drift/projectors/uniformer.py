@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.drift.projectors import check_images, manifest_weight, register_projector
+from latentbench.drift.projectors import assign_state, check_images, manifest_weight, register_projector
 from latentbench.drift.projectors.ade20k import ADE_PALETTE
 
 MANIFEST_ENTRY = "uniformer-upernet-ade20k"
@@ -204,7 +204,7 @@ def load_uniformer_state(model: UniFormerUPerNet, path) -> None:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     state = payload.get("state_dict", payload)
     state = {k: v for k, v in state.items() if not k.startswith("auxiliary_head.")}
-    model.load_state_dict(state)
+    assign_state(model, state)
 
 
 def rescale_size(height: int, width: int, scale: tuple[int, int] = (2048, 512)) -> tuple[int, int]:
@@ -226,8 +226,11 @@ class UniformerSegProjector:
         self.device = torch.device(device)
         self.batch_size = batch_size
         path = None if random_init else manifest_weight(MANIFEST_ENTRY, weights)
-        self.model = UniFormerUPerNet()
-        if path is not None:
+        if path is None:
+            self.model = UniFormerUPerNet()
+        else:
+            with torch.device("meta"):
+                self.model = UniFormerUPerNet()
             load_uniformer_state(self.model, path)
         self.model.to(self.device).eval().requires_grad_(False)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
