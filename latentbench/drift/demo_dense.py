@@ -7,7 +7,7 @@ why the ground truth alone cannot serve as the projector. Its depth output goes 
 paper's normalisation (min-max, x255, truncate) and its class map through the ADE20K palette
 (``latentbench.drift.projectors.demo``). Every number it produces is labelled a stand-in.
 
-A small U-Net: three conv stages (widths 16/32/64 at full, /2, /4 resolution), two up-sampling
+A small U-Net: three conv stages (widths 8/16/32 at full, /2, /4 resolution), two up-sampling
 steps with skip connections, a 1-channel depth head and a ``num_classes``-way segmentation head.
 Training: AdamW, L1 on depth + cross-entropy on segmentation, seconds on a CPU at 32x32.
 """
@@ -34,7 +34,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class DenseDemoNet(nn.Module):
     """Images float (N, 3, H, W) in [0, 1] (H, W divisible by 4) -> (depth (N, H, W), seg logits (N, K, H, W))."""
 
-    def __init__(self, num_classes: int = 11, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(self, num_classes: int = 11, widths: tuple[int, int, int] = (8, 16, 32)) -> None:
         super().__init__()
         w1, w2, w3 = widths
         self.enc1, self.enc2, self.enc3 = _block(3, w1), _block(w1, w2), _block(w2, w3)
@@ -67,7 +67,7 @@ def train_dense_demo_net(
     val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     epochs: int = 6,
     batch_size: int = 64,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     log=print,
 ) -> tuple[DenseDemoNet, dict]:
