@@ -24,7 +24,7 @@ def demo_weights(tmp_path_factory, synthetic):
     val = slice(256, None)
     net, metrics = train_dense_demo_net(
         synthetic["image"][train], synthetic["depth"][train], synthetic["seg"][train], NUM_CLASSES + 1,
-        val=(synthetic["image"][val], synthetic["depth"][val], synthetic["seg"][val]), epochs=4, batch_size=32, log=lambda _: None,
+        val=(synthetic["image"][val], synthetic["depth"][val], synthetic["seg"][val]), epochs=6, batch_size=16, log=lambda _: None,
     )
     save_dense_demo_net(net, root / "dense.pt")
     torch.manual_seed(0)

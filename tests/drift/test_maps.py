@@ -105,7 +105,7 @@ def test_seg_input_order_switch_changes_exactly_the_channel_order():
 
 def test_uniformer_labels_shape_and_meta_forward():
     with torch.device("meta"):
-        logits = UniFormerUPerNet()(torch.empty(1, 3, 512, 512))
+        logits = UniFormerUPerNet().eval()(torch.empty(1, 3, 512, 512))
     assert logits.shape == (1, 150, 512, 512)
 
 
