@@ -39,6 +39,7 @@ def drift(originals, reconstructions, condition: str, **options: Any) -> float:
 def drift_measures(pairs, conditions=None, **kwargs: Any) -> dict:
     """Every requested measure in one pass over (originals, reconstructions) batches; see
     :func:`latentbench.drift.measures.drift_measures`."""
-    from latentbench.drift.measures import CONDITIONS, drift_measures as _drift_measures
+    from latentbench.drift.measures import CONDITIONS
+    from latentbench.drift.measures import drift_measures as _drift_measures
 
     return _drift_measures(pairs, CONDITIONS if conditions is None else conditions, **kwargs)

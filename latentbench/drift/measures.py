@@ -114,7 +114,7 @@ def preprocess_images(images: np.ndarray, resolution: int, order: str = "centre_
                 nh, nw = (resolution, int(resolution * w / h)) if h <= w else (int(resolution * h / w), resolution)
                 img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC))
                 h, w = nh, nw
-            top, left = int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
+            top, left = round((h - resolution) / 2.0), round((w - resolution) / 2.0)
             img = img[top : top + resolution, left : left + resolution]
         out.append(img)
     return np.stack(out)
@@ -291,7 +291,7 @@ def drift(
     x = check_images(originals, "originals")
     y = check_images(reconstructions, "reconstructions")
     if projectors is None:
-        from latentbench.drift.projectors import build_projector, DEFAULT_PROJECTORS
+        from latentbench.drift.projectors import DEFAULT_PROJECTORS, build_projector
 
         names = {**DEFAULT_PROJECTORS, **(projector_names or {})}
         projectors = {

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class LatentProbe(nn.Module):
         if task not in TASKS:
             raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
         ratio = out_size / latent_size
-        stages = int(round(math.log2(ratio))) if ratio >= 1 else -1
+        stages = round(math.log2(ratio)) if ratio >= 1 else -1
         if stages < 1 or latent_size * 2**stages != out_size:
             raise ValueError(f"latent_size {latent_size} -> out_size {out_size}: needs a power-of-two up-sampling factor >= 2")
         if stages > len(widths):
@@ -94,8 +95,8 @@ def canny_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, grad_weight: float = 0.5) -> torch.Tensor:
     """L1 + grad_weight x (mean |dx pred - dx target| + mean |dy pred - dy target|)."""
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]
     grad = (dx(pred) - dx(target)).abs().mean() + (dy(pred) - dy(target)).abs().mean()
     return F.l1_loss(pred, target) + grad_weight * grad
 

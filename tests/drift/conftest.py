@@ -46,7 +46,7 @@ def demo_projectors(demo_weights):
         "clip": {"feature_weights": cnn},
         "dinov2": {"feature_weights": cnn},
     }
-    built, not_run = resolve_projectors(list(("spatial", "identity", "clip", "dinov2")), names, options)
+    built, not_run = resolve_projectors(["spatial", "identity", "clip", "dinov2"], names, options)
     assert not not_run
     return built
 

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from latentbench.drift.projectors import DEFAULT_PROJECTORS, available_projectors, build_projector, projector_role
+from latentbench.drift.projectors import (
+    DEFAULT_PROJECTORS,
+    available_projectors,
+    build_projector,
+    projector_role,
+)
 from latentbench.drift.projectors.demo import largest_component_box
 
 

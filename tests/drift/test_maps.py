@@ -7,7 +7,11 @@ import torch
 from latentbench.drift.projectors import build_projector
 from latentbench.drift.projectors.ade20k import ADE_PALETTE, colourise
 from latentbench.drift.projectors.midas import DPTHybrid, normalise_depth
-from latentbench.drift.projectors.uniformer import UniFormerUPerNet, load_uniformer_state, rescale_size
+from latentbench.drift.projectors.uniformer import (
+    UniFormerUPerNet,
+    load_uniformer_state,
+    rescale_size,
+)
 
 
 # ------------------------------------------------------------------ depth normalisation
@@ -92,7 +96,7 @@ def test_seg_input_order_switch_changes_exactly_the_channel_order():
     quirk = build_projector("uniformer-s-ade20k", random_init=True)
     plain = build_projector("uniformer-s-ade20k", random_init=True, seg_input_order="rgb")
     assert quirk.seg_input_order == "controlnet_bgr"  # the default: as the paper's tool ran
-    unnorm = lambda p, x: p.network_input(x) * p.std + p.mean  # noqa: E731
+    unnorm = lambda p, x: p.network_input(x) * p.std + p.mean
     a, b = unnorm(quirk, img), unnorm(plain, img)
     assert a.shape == (2, 3, 512, 768)  # mmcv keep-ratio rescale to (2048, 512): short side 512
     torch.testing.assert_close(a, b.flip(1), atol=1e-3, rtol=0)

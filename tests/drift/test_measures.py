@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from latentbench.drift import drift, drift_measures
-from latentbench.drift.measures import DriftAccumulator, DriftOptions, map_distance, preprocess_images
+from latentbench.drift.measures import (
+    DriftAccumulator,
+    DriftOptions,
+    map_distance,
+    preprocess_images,
+)
 from latentbench.drift.projectors import Face, build_projector, largest_face
 
 from .conftest import blur

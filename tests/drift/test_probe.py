@@ -5,7 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentbench.drift.probe import LatentProbe, canny_loss, depth_loss, latent_grid, train_probe
+from latentbench.drift.probe import (
+    LatentProbe,
+    canny_loss,
+    depth_loss,
+    latent_grid,
+    train_probe,
+)
 
 
 def test_paper_probe_maps_16x16_latents_to_256x256():
@@ -62,9 +68,9 @@ def _smooth_fields(n: int, size: int, seed: int) -> np.ndarray:
 def test_average_pooled_target_oracle_is_learned_to_low_l1():
     targets = {k: _smooth_fields(n, 64, seed) for k, n, seed in (("train", 96, 0), ("val", 16, 1), ("test", 16, 2))}
     latents = {k: F.avg_pool2d(torch.from_numpy(t)[:, None], 16).numpy() for k, t in targets.items()}  # C = 1, 4x4
-    split = lambda k: (latents[k], targets[k])  # noqa: E731
+    split = lambda k: (latents[k], targets[k])
     constant_l1 = float(np.abs(targets["test"] - targets["train"].mean()).mean())
-    model, res = train_probe(split("train"), split("val"), split("test"), task="depth", widths=(16, 16, 8, 8),
+    _, res = train_probe(split("train"), split("val"), split("test"), task="depth", widths=(16, 16, 8, 8),
                              lr=3e-3, batch_size=16, max_epochs=25, patience=5, log=lambda _: None)
     assert res["test_l1"] < 0.35 * constant_l1, (res["test_l1"], constant_l1)
     assert res["best_epoch"] >= 1 and len(res["history"]) == res["epochs_run"]

@@ -22,9 +22,10 @@ unknown: look in the Hugging Face / torch.hub caches), ``device`` and, for netwo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,9 +37,9 @@ __all__ = [
     "FaceProjector",
     "LabelProjector",
     "MapProjector",
+    "assign_state",
     "available_projectors",
     "build_projector",
-    "assign_state",
     "check_images",
     "largest_face",
     "manifest_weight",
@@ -253,11 +254,13 @@ def check_images(images: Any, name: str = "images") -> np.ndarray:
 
 
 def _import_builtin() -> None:
-    from latentbench.drift.projectors import canny  # noqa: F401  (registers "canny")
-    from latentbench.drift.projectors import clip  # noqa: F401  (registers "clip-vit-b32")
-    from latentbench.drift.projectors import demo  # noqa: F401  (registers the demo stand-ins)
-    from latentbench.drift.projectors import dinov2  # noqa: F401  (registers "dinov2-vitb14")
-    from latentbench.drift.projectors import dlib_face  # noqa: F401  (registers "dlib-face")
-    from latentbench.drift.projectors import insightface_face  # noqa: F401  (registers "insightface-buffalo-s")
-    from latentbench.drift.projectors import midas  # noqa: F401  (registers "midas-dpt-hybrid")
-    from latentbench.drift.projectors import uniformer  # noqa: F401  (registers "uniformer-s-ade20k")
+    from latentbench.drift.projectors import (
+        canny,  # noqa: F401  (registers "canny")
+        clip,  # noqa: F401  (registers "clip-vit-b32")
+        demo,  # noqa: F401  (registers the demo stand-ins)
+        dinov2,  # noqa: F401  (registers "dinov2-vitb14")
+        dlib_face,  # noqa: F401  (registers "dlib-face")
+        insightface_face,  # noqa: F401  (registers "insightface-buffalo-s")
+        midas,  # noqa: F401  (registers "midas-dpt-hybrid")
+        uniformer,  # noqa: F401  (registers "uniformer-s-ade20k")
+    )

@@ -10,7 +10,10 @@ resize 224 bicubic, centre crop 224, CLIP mean/std (not timm's crop_pct 0.9).
 from __future__ import annotations
 
 from latentbench.drift.projectors import register_projector
-from latentbench.drift.projectors.timm_embedding import EmbeddingSpec, TimmEmbeddingProjector
+from latentbench.drift.projectors.timm_embedding import (
+    EmbeddingSpec,
+    TimmEmbeddingProjector,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP clip.py _transform
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -21,7 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentbench.drift.projectors import Face, check_images, largest_face, register_projector
+from latentbench.drift.projectors import (
+    Face,
+    check_images,
+    largest_face,
+    register_projector,
+)
 from latentbench.drift.projectors.ade20k import ADE_PALETTE
 
 

@@ -12,7 +12,10 @@ Note: not independent of RAE/UAE, whose encoders are DINOv2-B (seesaw-notes §2.
 from __future__ import annotations
 
 from latentbench.drift.projectors import register_projector
-from latentbench.drift.projectors.timm_embedding import EmbeddingSpec, TimmEmbeddingProjector
+from latentbench.drift.projectors.timm_embedding import (
+    EmbeddingSpec,
+    TimmEmbeddingProjector,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

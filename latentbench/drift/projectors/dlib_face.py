@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from latentbench.drift.projectors import Face, check_images, largest_face, manifest_weight, register_projector
+from latentbench.drift.projectors import (
+    Face,
+    check_images,
+    largest_face,
+    manifest_weight,
+    register_projector,
+)
 
 SHAPE_ENTRY = "dlib-shape-predictor-5"
 RECOGNITION_ENTRY = "dlib-face-recognition-resnet"

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from latentbench.drift.projectors import Face, check_images, largest_face, manifest_weight, register_projector
+from latentbench.drift.projectors import (
+    Face,
+    check_images,
+    largest_face,
+    manifest_weight,
+    register_projector,
+)
 
 MANIFEST_ENTRY = "insightface-buffalo-s"
 MODEL_NAME = "buffalo_s"

@@ -20,12 +20,19 @@ the annotator would divide by zero).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.drift.projectors import assign_state, check_images, manifest_weight, register_projector
+from latentbench.drift.projectors import (
+    assign_state,
+    check_images,
+    manifest_weight,
+    register_projector,
+)
 
 MANIFEST_ENTRY = "midas-dpt-hybrid"
 FEATURES = 256
@@ -75,8 +82,8 @@ class _FusionBlock(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.resConfUnit1 = _ResidualConvUnit(dim)  # noqa: N815 (checkpoint key names)
-        self.resConfUnit2 = _ResidualConvUnit(dim)  # noqa: N815
+        self.resConfUnit1 = _ResidualConvUnit(dim)
+        self.resConfUnit2 = _ResidualConvUnit(dim)
         self.out_conv = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,7 +138,7 @@ class DPTHybrid(nn.Module):
         tokens = vit.patch_embed.proj(y).flatten(2).transpose(1, 2)
         pos = vit.pos_embed
         grid = pos[:, 1:]
-        side = int(round(grid.shape[1] ** 0.5))
+        side = math.isqrt(grid.shape[1])
         grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bilinear")  # MiDaS _resize_pos_embed
         pos = torch.cat((pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)), 1)

@@ -39,7 +39,7 @@ def resize_centre_crop(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
         nh, nw = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
         image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
         h, w = nh, nw
-    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)
     if top < 0 or left < 0:
         raise ValueError(f"images: {h}x{w} after resizing is smaller than the {crop} crop")
     return image[top : top + crop, left : left + crop]

@@ -22,13 +22,17 @@ The class map is rendered with the ADE20K palette (``ade20k.py``).
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentbench.drift.projectors import assign_state, check_images, manifest_weight, register_projector
+from latentbench.drift.projectors import (
+    assign_state,
+    check_images,
+    manifest_weight,
+    register_projector,
+)
 from latentbench.drift.projectors.ade20k import ADE_PALETTE
 
 MANIFEST_ENTRY = "uniformer-upernet-ade20k"
