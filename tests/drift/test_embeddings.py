@@ -49,3 +49,41 @@ def test_resize_centre_crop_matches_torchvision_semantics():
     img = np.random.default_rng(1).integers(0, 256, (300, 200, 3), dtype=np.uint8)
     out = resize_centre_crop(img, 224, 224)
     assert out.shape == (224, 224, 3)  # 200x300 -> 224x336, rows 56..280
+
+
+def test_dinov2_pos_embed_resize_matches_transformers_interpolation():
+    from transformers import Dinov2Config
+    from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
+
+    from latentbench.drift.projectors.dinov2 import resize_pos_embed
+
+    config = Dinov2Config(hidden_size=8, image_size=518, patch_size=14)
+    emb = Dinov2Embeddings(config).eval()
+    pos = torch.randn(1, 1 + 37 * 37, 8, generator=torch.Generator().manual_seed(0))
+    emb.position_embeddings.data.copy_(pos)
+    reference = emb.interpolate_pos_encoding(torch.zeros(1, 1 + 16 * 16, 8), 224, 224)
+    torch.testing.assert_close(resize_pos_embed(pos, 16), reference)
+    assert resize_pos_embed(pos, 37) is pos
+
+
+def test_weight_file_loads_strictly_on_meta_with_the_state_adapter(tmp_path, images):
+    """The loading path of both wrappers, on timm's tiny ``test_vit`` written as a safetensors file."""
+    import timm
+    from safetensors.torch import save_file
+
+    from latentbench.drift.projectors.dinov2 import _adapt_state
+    from latentbench.drift.projectors.timm_embedding import EmbeddingSpec, TimmEmbeddingProjector
+
+    source = timm.create_model("test_vit", num_classes=0, img_size=224)  # grid 14: a resize to 10 on load
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "tiny.safetensors"))
+    spec = EmbeddingSpec("test_vit", (("num_classes", 0), ("img_size", 160)), "dinov2-base", 160, 160,
+                         (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "cls", _adapt_state)
+    proj = TimmEmbeddingProjector(spec, weights=tmp_path / "tiny.safetensors")
+    torch.testing.assert_close(proj.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert proj.model.pos_embed.shape == (1, 1 + 10 * 10, 64)
+    assert proj(images).shape == (2, 64)
+    del state["norm.weight"]
+    save_file(state, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(RuntimeError, match="norm.weight"):
+        TimmEmbeddingProjector(spec, weights=tmp_path / "broken.safetensors")

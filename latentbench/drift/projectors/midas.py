@@ -8,7 +8,10 @@ laid out under MiDaS' key names so ``dpt_hybrid-midas-501f0c75.pt`` loads as is:
 ``scratch.output_conv``. Structure from isl-org/MiDaS as vendored in lllyasviel/ControlNet
 ``annotator/midas/midas/{dpt_depth,vit,blocks}.py`` (``DPTDepthModel(backbone="vitb_rn50_384",
 non_negative=True)``, features 256, readout "project", hooks: ResNet stages 0 and 1, ViT
-blocks 8 and 11, fusion blocks with bilinear align_corners=True up-sampling, no BN).
+blocks 8 and 11, fusion blocks with bilinear align_corners=True up-sampling, no BN). The key
+names agree with the rename rules of transformers' ``convert_dpt_hybrid_to_pytorch.py``, which
+also shows the file carries the timm classifier (``pretrained.model.head.*``): built here too,
+so loading stays strict.
 Position embeddings are resized bilinearly to the input grid at run time, as MiDaS'
 ``_resize_pos_embed`` does, so the 256x256 image runs as is (spec §7.2 "native").
 
@@ -172,7 +175,7 @@ def load_midas_state(model: DPTHybrid, path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" in state or "model" in state:
         state = state["model"]
-    assign_state(model, state)
+    assign_state(model, state, path)
 
 
 class MidasDepthProjector:

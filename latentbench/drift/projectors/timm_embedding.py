@@ -9,6 +9,7 @@ Preprocessing as OpenAI CLIP's ``_transform`` (and torchvision's ``Resize(int)``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ class EmbeddingSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     pooling: str  # "head": model(x) (CLIP's projected embedding); "cls": normed class token
+    adapt_state: Callable[[dict, object], dict] | None = None  # (file's state dict, model) -> state dict
 
 
 def resize_centre_crop(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
@@ -64,7 +66,10 @@ class TimmEmbeddingProjector:
 
             with torch.device("meta"):
                 self.model = timm.create_model(spec.model, pretrained=False, **dict(spec.create_kwargs))
-            assign_state(self.model, load_file(str(path)))
+            state = load_file(str(path))
+            if spec.adapt_state is not None:
+                state = spec.adapt_state(state, self.model)
+            assign_state(self.model, state, path)
         self.model.to(self.device).eval().requires_grad_(False)
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)

@@ -208,7 +208,7 @@ def load_uniformer_state(model: UniFormerUPerNet, path) -> None:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     state = payload.get("state_dict", payload)
     state = {k: v for k, v in state.items() if not k.startswith("auxiliary_head.")}
-    assign_state(model, state)
+    assign_state(model, state, path)
 
 
 def rescale_size(height: int, width: int, scale: tuple[int, int] = (2048, 512)) -> tuple[int, int]:
