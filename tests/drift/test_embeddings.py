@@ -72,7 +72,10 @@ def test_weight_file_loads_strictly_on_meta_with_the_state_adapter(tmp_path, ima
     from safetensors.torch import save_file
 
     from latentbench.drift.projectors.dinov2 import _adapt_state
-    from latentbench.drift.projectors.timm_embedding import EmbeddingSpec, TimmEmbeddingProjector
+    from latentbench.drift.projectors.timm_embedding import (
+        EmbeddingSpec,
+        TimmEmbeddingProjector,
+    )
 
     source = timm.create_model("test_vit", num_classes=0, img_size=224)  # grid 14: a resize to 10 on load
     state = {k: v.contiguous() for k, v in source.state_dict().items()}

@@ -8,8 +8,8 @@ Preprocessing as OpenAI CLIP's ``_transform`` (and torchvision's ``Resize(int)``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
