@@ -5,6 +5,9 @@ trained with QuickGELU; the plain ``vit_base_patch32_clip_224`` would use GELU),
 CLIP's visual projection, so ``model(x)`` is ``encode_image``. Weights: the manifest's
 ``clip-vit-b32`` (``timm/vit_base_patch32_clip_224.openai``, MIT). Preprocessing: CLIP's own,
 resize 224 bicubic, centre crop 224, CLIP mean/std (not timm's crop_pct 0.9).
+Parity (recorded 2026-12-03, random weights): open_clip ``ViT-B-32-quickgelu``'s visual tower,
+converted by timm's OpenAI-checkpoint filter, loads strictly; our preprocessing equals
+open_clip's transform exactly and our embedding its ``encode_image`` to 1.9e-6.
 """
 
 from __future__ import annotations

