@@ -36,16 +36,10 @@ def demo_weights(tmp_path_factory, synthetic):
 @pytest.fixture(scope="session")
 def demo_projectors(demo_weights):
     from latentbench.drift.projectors import resolve_projectors
+    from latentbench.drift.projectors.demo import demo_projector_config
 
     dense, cnn, _ = demo_weights
-    names = {"depth": "demo-dense-depth", "seg": "demo-dense-seg", "face": "demo-object", "clip": "demo-cnn-final", "dinov2": "demo-cnn-stages"}
-    options = {
-        "depth": {"weights": dense},
-        "seg": {"weights": dense},
-        "face": {"weights": dense, "feature_weights": cnn},
-        "clip": {"feature_weights": cnn},
-        "dinov2": {"feature_weights": cnn},
-    }
+    names, options = demo_projector_config(dense, cnn)
     built, not_run = resolve_projectors(["spatial", "identity", "clip", "dinov2"], names, options)
     assert not not_run
     return built

@@ -149,6 +149,28 @@ class DemoCnnEmbedding:
         return emb.float().cpu().numpy()
 
 
+DEMO_PROJECTORS: dict[str, str] = {
+    "depth": "demo-dense-depth",
+    "seg": "demo-dense-seg",
+    "face": "demo-object",
+    "clip": "demo-cnn-final",
+    "dinov2": "demo-cnn-stages",
+}
+
+
+def demo_projector_config(dense_weights, demo_cnn_weights) -> tuple[dict[str, str], dict[str, dict]]:
+    """(projector_names, projector_options) that plug the demo's stand-ins into
+    ``resolve_projectors`` / ``drift_measures``; Canny stays the real one."""
+    options = {
+        "depth": {"weights": dense_weights},
+        "seg": {"weights": dense_weights},
+        "face": {"weights": dense_weights, "feature_weights": demo_cnn_weights},
+        "clip": {"feature_weights": demo_cnn_weights},
+        "dinov2": {"feature_weights": demo_cnn_weights},
+    }
+    return dict(DEMO_PROJECTORS), options
+
+
 register_projector("demo-dense-depth", "depth")(DemoDenseDepth)
 register_projector("demo-dense-seg", "seg")(DemoDenseSeg)
 register_projector("demo-object", "face")(DemoObject)

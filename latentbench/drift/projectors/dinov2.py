@@ -6,7 +6,11 @@ Apache-2.0), ``forward_features(x)[:, 0]`` = the layer-normed CLS token (what HF
 for 224^2 inputs; the file's 37x37 position-embedding grid (518^2 pretraining) is resized once
 at load to 16x16 as transformers' ``Dinov2Embeddings.interpolate_pos_encoding`` does it
 (bicubic, align_corners False, no antialiasing, float32) -- not with timm's loader, which
-antialiases. Preprocessing [DEFAULT spec §7.4]:
+antialiases.
+Parity (recorded 2026-12-03, random weights with non-trivial layer scales and position
+embeddings): a transformers ``Dinov2Model`` (ViT-B/14, image_size 518) converted key by key to
+timm's layout and loaded through this projector gives its ``pooler_output`` on the same
+224^2 input exactly (max |diff| 0.0). Preprocessing [DEFAULT spec §7.4]:
 resize short side 256 bicubic (a no-op on 256^2 images), centre crop 224, ImageNet mean/std.
 Note: not independent of RAE/UAE, whose encoders are DINOv2-B (seesaw-notes §2.14).
 """
