@@ -77,11 +77,12 @@ def test_average_pooled_target_oracle_is_learned_to_low_l1():
     assert res["best_val_loss"] == min(h["val_loss"] for h in res["history"])
 
 
-def test_canny_probe_reports_the_thresholded_l1_and_stops_early():
+def test_canny_probe_on_token_latents_reports_the_thresholded_l1_and_stops_early():
     rng = np.random.default_rng(0)
-    targets = (rng.random((24, 32, 32)) < 0.1).astype(np.uint8) * 255  # uint8 0/255 as the projector writes
-    latents = rng.normal(size=(24, 4, 8, 8)).astype(np.float32)  # unrelated: nothing to learn
+    targets = (rng.random((24, 16, 16)) < 0.1).astype(np.uint8) * 255  # uint8 0/255 as the projector writes
+    latents = rng.normal(size=(24, 16, 4)).astype(np.float32)  # 1-D tokens (L=16 -> 4x4), unrelated to the maps
     _, res = train_probe((latents[:16], targets[:16]), (latents[16:20], targets[16:20]), (latents[20:], targets[20:]),
                          task="canny", widths=(8, 8), lr=1e-2, batch_size=8, max_epochs=40, patience=2, log=lambda _: None)
     assert 0 <= res["test_l1"] <= 1 and 0 <= res["test_l1_thresholded"] <= 1
     assert res["epochs_run"] < 40  # validation stopped improving: early stop with patience 2
+    assert res["config"]["latent_size"] == 4 and res["config"]["channels"] == 4
