@@ -10,6 +10,22 @@
 
 Public API (DESIGN.md): :func:`drift`. Imports are lazy: importing this package loads no
 torch, OpenCV or model code.
+
+The DAG's drift job (one pass over a tokenizer's reconstructions)::
+
+    from latentbench.drift.measures import drift_measures
+    result = drift_measures(
+        pairs,                       # iterable of (originals, reconstructions), uint8 (B, H, W, 3) RGB
+        ["canny", "depth", "seg", "spatial", "identity", "face_at_r", "clip", "dinov2"],
+        projector_names=names,       # role -> projector; {} = the paper's; the demo:
+        projector_options=options,   #   names, options = projectors.demo.demo_projector_config(dense, cnn)
+        weights_dir=weights_dir, device=device,
+        options={"map_distance": "l1", "seg_distance": "colour", "identity_missing": "skip",
+                 "face_at_r": "recall", "preprocess": "centre_crop_then_resize", "resolution": None},
+    )
+    # -> {"canny": float, ..., "dinov2": float (NaN if undefined, None if not run),
+    #     "n_images", "not_run": {condition: "not run: needs ..."}, "projectors": {role: name},
+    #     "versions", "options", "n_faces_original", "n_faces_reconstruction", "n_faces_both"}
 """
 
 from __future__ import annotations
