@@ -54,6 +54,7 @@ def test_registry_roles_defaults_and_errors(tmp_path):
             "clip-vit-b32", "dinov2-vitb14", "demo-dense-depth", "demo-dense-seg", "demo-object",
             "demo-cnn-final", "demo-cnn-stages"} <= set(names)
     assert all(projector_role(DEFAULT_PROJECTORS[r]) == r for r in DEFAULT_PROJECTORS)
+    assert all(projector_role(n) == "face" for n in FACE_BACKENDS.values())
     assert available_projectors("face") == ["demo-object", "dlib-face", "insightface-buffalo-s"]
     with pytest.raises(ValueError, match="unknown projector"):
         build_projector("midas")

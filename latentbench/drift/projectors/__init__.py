@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "CONDITION_ROLES",
     "DEFAULT_PROJECTORS",
+    "FACE_BACKENDS",
     "EmbeddingProjector",
     "Face",
     "FaceProjector",
@@ -70,6 +71,10 @@ DEFAULT_PROJECTORS: dict[str, str] = {
     "clip": "clip-vit-b32",
     "dinov2": "dinov2-vitb14",
 }
+
+# Config key ``face_backend`` -> the face projector it names (seesaw-notes §3: dlib is the
+# offline backend, labelled as such; InsightFace buffalo_s is the paper's).
+FACE_BACKENDS: dict[str, str] = {"insightface": "insightface-buffalo-s", "dlib": "dlib-face"}
 
 
 @dataclass(frozen=True)
