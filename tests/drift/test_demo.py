@@ -5,6 +5,7 @@ import pytest
 
 from latentbench.drift.projectors import (
     DEFAULT_PROJECTORS,
+    FACE_BACKENDS,
     available_projectors,
     build_projector,
     projector_role,
