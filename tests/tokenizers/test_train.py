@@ -24,7 +24,6 @@ ARCH = {
     "norm_groups": 4,
 }  # fmt: skip  (latent 2x16x16)
 QUIET = {"log": lambda s: None}
-SCHEDULE = {"lr": 1e-3, "disc_start": 1, "checkpoint_every": 100}  # required: the config schema is their one default
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ RESUME_CASES = [
 
 @pytest.mark.parametrize("cfg", RESUME_CASES, ids=lambda c: f"{c['family']}-{c['regularizer']}")
 def test_resume_is_bitwise_identical(tmp_path, images, net, cfg):
-    kw = dict(feature_net=net, steps=4, batch_size=8, lr=1e-3, disc_start=1, seed=3, checkpoint_every=2, **QUIET)
+    kw = dict(feature_net=net, steps=4, batch_size=8, disc_start=1, seed=3, checkpoint_every=2, **QUIET)
     full = train_tokenizer(cfg, images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
     assert full["completed"] and full["step"] == 4
     part = train_tokenizer(cfg, images, tmp_path / "b.pt", tmp_path / "b.ckpt", max_steps_this_run=2, **kw)
@@ -88,7 +87,7 @@ def test_resume_is_bitwise_identical(tmp_path, images, net, cfg):
 
 
 def test_crash_in_callback_then_resume(tmp_path, images):
-    kw = dict(steps=6, batch_size=8, lr=1e-3, disc_start=1, seed=1, checkpoint_every=2, **QUIET)
+    kw = dict(steps=6, batch_size=8, disc_start=1, seed=1, checkpoint_every=2, **QUIET)
     cfg = _cfg("lcr", "w0.05-th0.90")
     train_tokenizer(cfg, images, tmp_path / "a.pt", None, **kw)
 
@@ -104,7 +103,7 @@ def test_crash_in_callback_then_resume(tmp_path, images):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, images):
-    kw = dict(steps=3, batch_size=8, lr=1e-3, disc_start=1, checkpoint_every=100, **QUIET)
+    kw = dict(steps=3, batch_size=8, disc_start=1, **QUIET)
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         train_tokenizer(_cfg(), images, tmp_path / f"{name}.pt", seed=seed, **kw)
     _assert_bitwise_equal(_weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt"))
@@ -121,8 +120,8 @@ def test_nan_raises_naming_step_and_keeps_last_checkpoint(tmp_path, images):
         return d * float("nan") if len(calls) == 5 else d
 
     with pytest.raises(FloatingPointError, match="step 5"):
-        train_tokenizer(_cfg(), images, tmp_path / "a.pt", tmp_path / "a.ckpt", steps=8, batch_size=8, lr=1e-3,
-                        disc_start=6, checkpoint_every=3, perceptual=perceptual, **QUIET)  # fmt: skip
+        train_tokenizer(_cfg(), images, tmp_path / "a.pt", tmp_path / "a.ckpt", steps=8, batch_size=8,
+                        checkpoint_every=3, perceptual=perceptual, **QUIET)  # fmt: skip
     state = load_checkpoint(tmp_path / "a.ckpt", restore_rng=False)
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["tokenizer"].values())
@@ -131,7 +130,7 @@ def test_nan_raises_naming_step_and_keeps_last_checkpoint(tmp_path, images):
 
 def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
     """A changed config must not continue the old run: the job starts over, as a fresh run."""
-    kw = dict(steps=2, batch_size=8, lr=1e-3, disc_start=1, checkpoint_every=1, **QUIET)
+    kw = dict(steps=2, batch_size=8, checkpoint_every=1, **QUIET)
     train_tokenizer(_cfg(), images, tmp_path / "a.pt", tmp_path / "a.ckpt", max_steps_this_run=1, **kw)
     with caplog.at_level("WARNING"):
         train_tokenizer(_cfg(kl_weight=1e-3), images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
@@ -145,7 +144,7 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
 def test_outputs_and_sharded_input(tmp_path, images):
     spec = SyntheticSpec(40, 32, seed=1)
     write_split(tmp_path / "train", 40, 15, lambda s, n: generate(spec, s, n))
-    metrics = train_tokenizer(_cfg(), str(tmp_path / "train"), tmp_path / "tok.pt", steps=2, batch_size=8, **SCHEDULE, **QUIET)
+    metrics = train_tokenizer(_cfg(), str(tmp_path / "train"), tmp_path / "tok.pt", steps=2, batch_size=8, **QUIET)
     assert set(metrics["eval"]) >= {"mse", "psnr", "posterior_std", "latent_std", "latent_snr"}
     assert metrics["discriminator"] == {"n_layers": 2, "ndf": 16}  # demo-size PatchGAN below 128 px
     tok = load_tokenizer(tmp_path / "tok.pt")
@@ -172,12 +171,12 @@ def test_batch_stream_epochs_cover_each_image_once(tmp_path):
 
 def test_bad_arguments(images):
     with pytest.raises(ValueError, match="steps"):
-        train_tokenizer(_cfg(), images, "x.pt", steps=0, batch_size=8, **SCHEDULE, **QUIET)
+        train_tokenizer(_cfg(), images, "x.pt", steps=0, **QUIET)
     with pytest.raises(ValueError, match="family"):
-        train_tokenizer({"family": "other"}, images, "x.pt", steps=1, batch_size=8, **SCHEDULE, **QUIET)
+        train_tokenizer({"family": "other"}, images, "x.pt", steps=1, **QUIET)
     with pytest.raises(ValueError, match="batch_size"):
-        train_tokenizer(_cfg(), images[:4], "x.pt", steps=1, batch_size=8, **SCHEDULE, **QUIET)
+        train_tokenizer(_cfg(), images[:4], "x.pt", steps=1, batch_size=8, **QUIET)
     with pytest.raises(ValueError, match="target_features"):
-        train_tokenizer(_cfg("mcos", "demo-cnn"), images, "x.pt", steps=1, batch_size=8, **SCHEDULE, **QUIET)
+        train_tokenizer(_cfg("mcos", "demo-cnn"), images, "x.pt", steps=1, **QUIET)
     with pytest.raises(ValueError, match="uint8"):
-        train_tokenizer(_cfg(), images.astype(np.float32), "x.pt", steps=1, batch_size=8, **SCHEDULE, **QUIET)
+        train_tokenizer(_cfg(), images.astype(np.float32), "x.pt", steps=1, **QUIET)
