@@ -75,22 +75,26 @@ def load_checkpoint(path: str | Path, restore_rng: bool = True, run: Any = None)
 
 
 class EMA:
-    """Exponential moving average of a model's parameters and float buffers.
+    """Exponential moving average of a model's parameters, and of its float buffers when
+    ``buffers`` (the recipe's ``ema_buffers``).
 
-    The iFID recipe averages float buffers (BatchNorm statistics) too
-    (spec models.md §1.6, iFID ``train.py``); integer buffers are copied.
+    The iFID recipe averages float buffers (BatchNorm statistics) too (spec models.md §1.6, iFID
+    ``train.py``); the others copy them, like integer buffers (SiT/LightningDiT ``update_ema``
+    average ``named_parameters`` only).
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, buffers: bool = True) -> None:
         self.decay = decay
+        self.buffers = buffers
+        self._params = {k for k, _ in model.named_parameters()}
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """shadow <- decay * shadow + (1 - decay) * current."""
+        """shadow <- decay * shadow + (1 - decay) * current (copied where not averaged)."""
         for k, v in model.state_dict().items():
             s = self.shadow[k]
-            if v.dtype.is_floating_point:
+            if v.dtype.is_floating_point and (self.buffers or k in self._params):
                 s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
             else:
                 s.copy_(v)

@@ -44,7 +44,7 @@ rule diffusion_loss:
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json",
     params:
-        settings=study_settings(),
+        settings=study_settings("metrics"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}/val",
     threads: config["threads"]
     resources:
@@ -93,7 +93,7 @@ rule trajectory_metrics:
     output:
         f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json",
     params:
-        settings=study_settings("latent_metrics"),
+        settings=study_settings("latent_metrics", "metrics"),
     threads: config["threads"]
     resources:
         gpu=INFERENCE_GPUS,
@@ -121,7 +121,7 @@ rule baseline_metrics:
     output:
         f"{RESULTS}/metrics/{{tok}}/baselines.json",
     params:
-        settings=study_settings("baselines", "ifid"),
+        settings=study_settings("baselines", "ifid", "metrics"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: config["threads"]
     resources:
@@ -150,7 +150,7 @@ rule ifid_variants:
     output:
         f"{RESULTS}/metrics/{{tok}}/ifid_variants.json",
     params:
-        settings=study_settings("ifid", "feature_net"),
+        settings=study_settings("ifid", "feature_net", "metrics"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
     threads: config["threads"]
     resources:

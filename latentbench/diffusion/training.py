@@ -52,6 +52,7 @@ class TrainSettings:
     seed: int
     precision: str = "fp32"
     grad_accumulation: int = 1
+    ema_buffers: bool = True  # the EMA also averages float buffers (the recipe's ema_buffers)
 
 
 def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torch.Tensor:
@@ -105,7 +106,7 @@ def train_diffusion(
     opt = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay, eps=settings.adam_eps
     )
-    ema = EMA(model, settings.ema)
+    ema = EMA(model, settings.ema, settings.ema_buffers)
     # the run's identity: every setting that changes the result (not checkpoint_every), and the model
     run = {
         "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"},

@@ -31,6 +31,7 @@ from latentbench.seeding import derive_seed, seed_everything
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
+SWITCHED_OFF = "not run: switched off in the config's metrics list"
 
 
 def _split_labels(manifest: str | Path) -> tuple[torch.Tensor, int]:
@@ -55,6 +56,7 @@ def train_settings(recipe: Recipe, size: str, overrides: dict, seed: int, steps:
         seed=derive_seed(seed, "diffusion"),
         precision=recipe.precision,
         grad_accumulation=overrides["grad_accumulation"],
+        ema_buffers=recipe.ema_buffers,
     )
 
 
@@ -210,6 +212,9 @@ def diffusion_loss(
     ``latents``: the val cache folder (a seeded posterior sample per image, as in training, read
     block by block). ``labels``: the val manifest (its labels file).
     """
+    if "diffusion_loss" not in settings["metrics"]:
+        write_json(out, {"diffusion_loss": None, "not_run": {"diffusion_loss": SWITCHED_OFF}})
+        return
     device = compute_device()
     net, recipe, normalizer, payload = load_diffusion(model, device)
     cache = LatentCache(latents)

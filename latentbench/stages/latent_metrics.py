@@ -32,6 +32,7 @@ from latentbench.seeding import derive_seed
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
+SWITCHED_OFF = "not run: switched off in the config's metrics list"
 LATENT_METRICS = ("viv", "sec", "lnc", "linear_probe", "lds", "cds", "srss", "uniformity", "scale_eq", "rotate_eq")
 
 
@@ -122,6 +123,9 @@ def trajectory(settings: dict, model: str | Path, out: str | Path) -> None:
     trained backbone file.
     """
     cfg = settings["latent_metrics"]
+    if "trajectory" not in settings["metrics"]:
+        write_json(out, {"straightness": None, "efficiency": None, "not_run": {"trajectory": SWITCHED_OFF}})
+        return
     device = compute_device()
     net, recipe, _, payload = load_diffusion(model, device)
     shape = tuple(payload["latent_shape"])

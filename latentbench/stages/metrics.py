@@ -32,6 +32,7 @@ from latentbench.tokenizers import load_tokenizer
 from latentbench.weights import WeightMissing
 
 log = logging.getLogger(__name__)
+SWITCHED_OFF = "not run: switched off in the config's metrics list"
 
 
 def ifid_variant_grid(cfg: dict) -> list[dict]:
@@ -73,6 +74,7 @@ def reconstruction_metrics(
     reconstructions, decoded neighbours and decoded interpolations.
     """
     cfg, protocol, seed = settings["ifid"], settings["reconstruction"]["protocol"], settings["seed"]
+    wanted = set(settings["metrics"])
     device = compute_device()
     vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
@@ -80,18 +82,20 @@ def reconstruction_metrics(
     val_cache = LatentCache(Path(latents) / "val")
     queries = val_cache.latents(cfg["latent"], seed, "val")
     same_split = cfg["references"] == "val"
-    ref_cache = val_cache if same_split else LatentCache(Path(latents) / "train")
-    with ref_cache.array(cfg["latent"], seed, cfg["references"]) as references:
-        picked = ifid_latents(
-            queries, references, k=cfg["k"], alpha=cfg["alpha"], method=cfg["interpolation"],
-            topk_pick=cfg["topk_pick"], exclude_self=same_split, seed=derive_seed(seed, "ifid"),
-        )
-        neighbors = gather_rows(references, picked["neighbor_index"][:8])  # for the strip
-        num_references = len(references)
+    picked, neighbors, num_references = None, None, None
+    if "ifid" in wanted:
+        ref_cache = val_cache if same_split else LatentCache(Path(latents) / "train")
+        with ref_cache.array(cfg["latent"], seed, cfg["references"]) as references:
+            picked = ifid_latents(
+                queries, references, k=cfg["k"], alpha=cfg["alpha"], method=cfg["interpolation"],
+                topk_pick=cfg["topk_pick"], exclude_self=same_split, seed=derive_seed(seed, "ifid"),
+            )
+            neighbors = gather_rows(references, picked["neighbor_index"][:8])  # for the strip
+            num_references = len(references)
 
-    not_run: dict[str, str] = {}
+    not_run = {m: SWITCHED_OFF for m in ("rfid", "psnr", "ssim", "lpips", "ifid") if m not in wanted}
     lpips_metric = None
-    if "lpips" in settings["metrics"]:
+    if "lpips" in wanted:
         try:
             lpips_metric = LPIPSMetric(settings["weights_dir"], protocol=protocol, device=device)
         except WeightMissing as missing:
@@ -108,36 +112,42 @@ def reconstruction_metrics(
             originals = x[:8]
         sl = slice(start, start + len(x))
         recon = vae.decode(queries[sl].to(device))
-        interp = vae.decode(picked["latents"][sl].to(device))
-        psnrs.append(psnr(x, recon, protocol=protocol).cpu())
-        ssims.append(ssim(x, recon, protocol=protocol).cpu())
+        if "psnr" in wanted:
+            psnrs.append(psnr(x, recon, protocol=protocol).cpu())
+        if "ssim" in wanted:
+            ssims.append(ssim(x, recon, protocol=protocol).cpu())
         if lpips_metric is not None:
             lpipses.append(lpips_metric(x, recon).cpu())
-        recon_stats.update(extractor(recon))
-        interp_stats.update(extractor(interp))
+        if "rfid" in wanted:
+            recon_stats.update(extractor(recon))
+        if picked is not None:
+            interp_stats.update(extractor(vae.decode(picked["latents"][sl].to(device))))
         start += len(x)
     if start != len(queries):
         raise InputError(f"{val}: {start} images but {len(queries)} cached latents; re-encode the split")
 
+    def mean(values: list[torch.Tensor]) -> float | None:
+        return float(torch.cat(values).mean()) if values else None
+
     metrics = {
-        "rfid": recon_stats.fd(reference),
-        "ifid": interp_stats.fd(reference),
-        "psnr": float(torch.cat(psnrs).mean()),
-        "ssim": float(torch.cat(ssims).mean()),
-        "lpips": float(torch.cat(lpipses).mean()) if lpipses else None,
+        "rfid": recon_stats.fd(reference) if "rfid" in wanted else None,
+        "ifid": interp_stats.fd(reference) if picked is not None else None,
+        "psnr": mean(psnrs),
+        "ssim": mean(ssims),
+        "lpips": mean(lpipses),
         "not_run": not_run,
         "feature_net": extractor.name,
         "num_images": start,
         "protocol": protocol,
         "ifid_settings": {**cfg, "num_references": num_references, "exclude_self": same_split},
-        "ifid_topk_entropy": picked["entropy"],
+        "ifid_topk_entropy": picked["entropy"] if picked is not None else None,
     }
     write_json(out, metrics)
     log.info("reconstruction metrics: %s", {k: v for k, v in metrics.items() if isinstance(v, float)})
 
     # Figure-5-style strip: originals, reconstructions, decoded nearest neighbours, decoded interpolations.
     n = len(originals)
-    rows = [queries[:n], neighbors[:n], picked["latents"][:n]]
+    rows = [queries[:n]] + ([neighbors[:n], picked["latents"][:n]] if picked is not None else [])
     save_grid([originals, *(vae.decode(r.to(device)) for r in rows)], strip)
 
 
@@ -150,6 +160,9 @@ def ifid_variants(
     ``latents``: the tokenizer's cache folder; the train latents are the references, streamed.
     """
     cfg, seed = settings["ifid"], settings["seed"]
+    if "ifid" not in settings["metrics"]:
+        write_json(out, {"variants": [], "not_run": {"ifid": SWITCHED_OFF}})
+        return
     device = compute_device()
     vae = load_tokenizer(tokenizer).eval().to(device)
     extractor = load_feature_extractor(settings["feature_net"], feature_net, device)
