@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
