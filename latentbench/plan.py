@@ -55,6 +55,7 @@ RULE_FANOUT: dict[str, tuple[str, ...]] = {
     "reference_stats": ("split",),
     "fdr6_reference_stats": ("fdr6_split",),
     "train_tokenizer": ("tok",),
+    "pretrained_tokenizer": ("tok",),
     "encode_latents": ("tok", "split"),
     "reconstruction_metrics": ("tok",),
     "latent_metrics": ("tok",),
@@ -128,10 +129,15 @@ def wildcard_values(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def rule_values(name: str, config: Mapping[str, Any]) -> dict[str, list[str]]:
     """The wildcard values of one rule: :func:`wildcard_values`, except where a rule takes a subset
-    (gfid_t: the backbones of ``ifid.gfid_t_backbones``, rules/common.smk GFID_T_BACKBONES)."""
+    (gfid_t: the backbones of ``ifid.gfid_t_backbones``, rules/common.smk GFID_T_BACKBONES;
+    train_tokenizer: the trained entries, pretrained_tokenizer: the ``family: pretrained`` ones,
+    rules/tokenizers.smk tokenizer_file)."""
     values = wildcard_values(config)
     if name == "gfid_t" and config.get("ifid", {}).get("gfid_t_backbones"):
         values["backbone"] = sorted(config["ifid"]["gfid_t_backbones"])
+    if name in ("train_tokenizer", "pretrained_tokenizer"):
+        pretrained = name == "pretrained_tokenizer"
+        values["tok"] = [t for t in values["tok"] if (config["tokenizers"][t]["family"] == "pretrained") == pretrained]
     return values
 
 
