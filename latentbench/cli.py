@@ -189,7 +189,7 @@ def _collect(args):
 def _correlate(args):
     from latentbench.stages.report import correlate_study
 
-    correlate_study(args.metrics, args.settings, args.out)
+    correlate_study(args.metrics, args.settings, args.out, args.tables_dir)
 
 
 @command("report")
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("fdr6-reference-stats", ("--plan", js), ("--split", req), ("--out", req), threads)
     add("diffusion-loss", ("--settings", js), ("--model", req), ("--latents", req), ("--labels", req), ("--out", req), threads)
     add("collect", ("--metrics-dir", req), ("--latents-dir", req), ("--tokenizers", js), ("--backbones", js), ("--out", req))
-    add("correlate", ("--metrics", req), ("--settings", js), ("--out", req))
+    add("correlate", ("--metrics", req), ("--settings", js), ("--out", req), ("--tables-dir", {"default": ""}))
     add("report", ("--results", req), ("--config", js), ("--out", req))
     add(
         "fetch-weights",

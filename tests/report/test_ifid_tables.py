@@ -20,7 +20,7 @@ import scipy.stats
 from latentbench.io import write_json
 from latentbench.report.ifid_tables import TABLE3_ROWS, ifid_section, map_backbones
 from latentbench.report.paper_values import load_paper_table
-from latentbench.report.render import TEMPLATES
+from latentbench.report.render import report_env
 
 BACKBONES = {"sit-b": {"size": "B", "recipe": "ifid_sit"}, "sit-xl": {"size": "XL", "recipe": "ifid_sit"}}
 SCALES = [1.0, 1.5, 2.0]
