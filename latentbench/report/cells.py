@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from latentbench.analysis.correlation import correlate
-from latentbench.analysis.metric_info import info
 
-__all__ = ["MIN_UNITS", "corr_cell", "num", "oriented_r", "r_colour", "scale_text", "why_cell"]
+__all__ = ["MIN_UNITS", "corr_cell", "num", "r_colour", "scale_text", "why_cell"]
 
 MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
 
@@ -44,15 +43,6 @@ def r_colour(r: float, sign: int = 1) -> str:
         return "transparent"
     rgb = "9,105,218" if sign * r > 0 else "207,34,46"
     return f"rgba({rgb},{0.08 + 0.6 * abs(r):.2f})"
-
-
-def oriented_r(metric: str, r: float, lo: float, hi: float) -> tuple[float, float, float]:
-    """(r, lo, hi) of a metric oriented "lower = better" (higher-is-better metrics negated, spec
-    metrics-ifid-seesaw §6): positive r then means "the tokenizer the metric calls better has the
-    lower gFID"."""
-    if info(metric).higher_is_better:
-        return -r, -hi, -lo
-    return r, lo, hi
 
 
 def why_cell(why: str, n: int = 0) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from latentbench.analysis.metric_info import info
-from latentbench.report.cells import num, oriented_r, r_colour, scale_text
+from latentbench.report.cells import num, r_colour, scale_text
 from latentbench.report.figures import image_src
 from latentbench.report.ifid_tables import TABLE3_ROWS, map_backbones
 from latentbench.report.paper_values import load_paper_table
@@ -33,6 +33,7 @@ MIN_TRUSTED_UNITS = 8
 SIGN_CONVENTION = ("every metric is oriented so that lower is better (higher-is-better metrics such as PSNR "
                    "and SSIM are negated), so r > 0 means the tokenizer the metric calls better has the lower "
                    "gFID; r < 0 means the metric points the wrong way.")
+OVERVIEW_FIGURE = "overview-ranked-proxies"  # img/<this>.png, a declared output of the report rule
 _A3 = {"SiT-B": "SiTB", "SiT-XL": "SiTXL"}  # iFID Table 3 column prefixes (spec A.3)
 
 
@@ -127,11 +128,14 @@ def _orient_value(metric: str, lo: float, hi: float) -> tuple[float, float]:
     return (-hi, -lo) if info(metric).higher_is_better else (lo, hi)
 
 
-def ranked_chart(rows: list[dict[str, Any]], setting: Setting, paper_label: str) -> str | None:
+def ranked_chart(rows: list[dict[str, Any]], setting: Setting, paper_label: str) -> str:
     """Ranked dot-and-interval chart of the oriented r per proxy, the paper's value beside (◆)."""
     rows = [r for r in rows if math.isfinite(r["r"])]
-    if not rows:
-        return None
+    if not rows:  # still a figure: the workflow declares this file (rules/report.smk)
+        fig, ax = plt.subplots(figsize=(7.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No proxy has a defined r at {setting.text}.", ha="center", va="center", fontsize=9)
+        return image_src(fig, OVERVIEW_FIGURE, fixed=True)
     fig, ax = plt.subplots(figsize=(7.2, 0.32 * len(rows) + 1.3))
     ys = np.arange(len(rows))[::-1]
     r = np.array([row["r"] for row in rows])
@@ -154,7 +158,7 @@ def ranked_chart(rows: list[dict[str, Any]], setting: Setting, paper_label: str)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=2, frameon=False)
     fig.tight_layout()
-    return image_src(fig, "overview-ranked-proxies")
+    return image_src(fig, OVERVIEW_FIGURE, fixed=True)
 
 
 def small_study(rows: list[dict[str, Any]], n: int) -> str | None:

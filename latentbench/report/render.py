@@ -38,7 +38,12 @@ from latentbench.io import atomic_path, read_json
 from latentbench.report.diffusability import diffusability_section
 from latentbench.report.figures import IMAGE_SUBDIR, image_src, images_to, scatter_grid
 from latentbench.report.ifid_tables import ifid_section
-from latentbench.report.overview import Setting, correlation_page, orient_table, overview_page
+from latentbench.report.overview import (
+    Setting,
+    correlation_page,
+    orient_table,
+    overview_page,
+)
 from latentbench.report.paper_values import paper_text
 from latentbench.report.seesaw import seesaw_page
 from latentbench.report.tokenizers import tokenizer_cards, tokenizer_index

@@ -38,6 +38,7 @@ from latentbench.report.tokenizers import card_file
 __all__ = ["seesaw_page"]
 
 NOT_RUN = "not run"
+SEESAW_PAPER_FIGURE = "seesaw-fig2-paper"  # img/<this>.png, a declared output of the report rule
 # Table 2 / Table 5 columns: (paper column, our metrics.csv column or None, format).
 TABLE2_COLUMNS = (
     ("gFID", "gfid", ".2f"), ("IS", "is", ".1f"), ("Prec", None, ".2f"), ("Rec", None, ".2f"),
@@ -111,13 +112,13 @@ def _controlnet(results: Path, tokenizers: list[str]) -> tuple[list[dict[str, An
     return rows, hyper
 
 
-def _fig2_figure(matrix: pd.DataFrame, title: str, name: str) -> str | None:
+def _fig2_figure(matrix: pd.DataFrame, title: str, name: str, fixed: bool = False) -> str | None:
     """One heatmap panel per row set (all, dedupe) of a long Spearman matrix."""
     xs = [x for x in X_METRICS if (matrix["x"] == x).any() and (matrix.loc[matrix["x"] == x, "n"] > 0).any()]
     ys = [y for y in DRIFT_MEASURES if (matrix.loc[matrix["y"] == y, "n"] > 0).any()]
     if not xs or not ys:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(1.0 + 0.62 * len(ys) * 2, 0.5 * len(xs) + 1.6), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.25 * len(ys), 0.42 * len(xs) + 1.7), squeeze=False)
     for ax, which in zip(axes[0], ("all", "dedupe")):
         sel = matrix[matrix["rows"] == which].set_index(["x", "y"])
         grid = np.array([[sel.loc[(x, y), "rho"] if (x, y) in sel.index else np.nan for y in ys] for x in xs])
@@ -132,7 +133,7 @@ def _fig2_figure(matrix: pd.DataFrame, title: str, name: str) -> str | None:
         ax.set_yticks(range(len(xs)), [X_METRICS[x] for x in xs], fontsize=7)
         ax.set_title(f"{title}: {'all rows' if which == 'all' else 'de-duplicated rows'} (n ≤ {n})", fontsize=8)
     fig.tight_layout()
-    return image_src(fig, name)
+    return image_src(fig, name, fixed=fixed)
 
 
 def _fig2_rows(ours: pd.DataFrame, paper: pd.DataFrame) -> list[dict[str, Any]]:
@@ -200,7 +201,7 @@ def seesaw_page(results: Path, units: pd.DataFrame, fig2: pd.DataFrame | None, f
         fig2_ctx.update({
             "measured": measured,
             "ours_figure": _fig2_figure(fig2, "ours", "seesaw-fig2-ours") if measured else None,
-            "paper_figure": _fig2_figure(fig2_paper, "paper Table 5", "seesaw-fig2"),
+            "paper_figure": _fig2_figure(fig2_paper, "paper Table 5", SEESAW_PAPER_FIGURE, fixed=True),
             "rows": _fig2_rows(fig2, fig2_paper),
             "headline": _headline(fig2_paper, fig2),
             "n_paper": int(fig2_paper["n"].max()),

@@ -6,6 +6,7 @@ Images are copied next to the pages (``img/tok/<tok>/...``), never inlined, and 
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -34,7 +35,7 @@ def _fmt(value: Any) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return str(value)
-    if v != v:
+    if math.isnan(v):
         return "n/a"
     return num(v, ".4g") if (abs(v) >= 1e5 or (0 < abs(v) < 1e-3)) else num(v, ".4f" if abs(v) < 10 else ".2f")
 
@@ -84,7 +85,7 @@ def tokenizer_index(frame: pd.DataFrame, tokenizers: list[str], backbones: list[
 
 
 def _rank_text(rank: Any) -> str:
-    return "" if rank is None or rank != rank else f"#{int(rank)}"
+    return "" if rank is None or math.isnan(float(rank)) else f"#{int(rank)}"
 
 
 def _copy(src: Path, root: Path, rel: str) -> str | None:

@@ -9,7 +9,13 @@ import pandas as pd
 
 from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
-from latentbench.analysis.seesaw import DRIFT_MEASURES, X_METRICS, paper_units, spearman_matrix, study_units
+from latentbench.analysis.seesaw import (
+    DRIFT_MEASURES,
+    X_METRICS,
+    paper_units,
+    spearman_matrix,
+    study_units,
+)
 from latentbench.analysis.stability import stability_table
 from latentbench.config import backbone_order, study_family, tokenizer_backbones
 from latentbench.io import atomic_path, read_json
@@ -138,7 +144,9 @@ def correlate_study(metrics_csv: str, settings: dict, out: str, tables_dir: str 
     _write_csv(correlations(frame, target, n_boot, seed), Path(out))
     if not tables_dir:
         return
-    from latentbench.report.paper_values import load_paper_table  # the paper's values ship with the report
+    from latentbench.report.paper_values import (
+        load_paper_table,  # the paper's values ship with the report
+    )
 
     tables = Path(tables_dir)
     tables.mkdir(parents=True, exist_ok=True)

@@ -88,12 +88,10 @@ def _scipy(x, y):
 
 
 def _render(ctx) -> str:
-    """Render the section the way index.html.j2 does: included, with the context as ``ifid``."""
-    loader = jinja2.ChoiceLoader([
-        jinja2.DictLoader({"page.html.j2": "<body>{% include 'ifid.html.j2' %}</body>"}),
-        jinja2.FileSystemLoader(TEMPLATES),
-    ])
-    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    """Render the section the way page_ifid.html.j2 does: included, with the context as ``ifid``."""
+    env = report_env()
+    env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"page.html.j2": "<body>{% include 'ifid.html.j2' %}</body>"}),
+                                      env.loader])
     return env.get_template("page.html.j2").render(ifid=ctx)
 
 
