@@ -49,10 +49,19 @@ DEDUPE_DECIMALS = 4  # Table 5 prints four decimals: rows equal at that precisio
 
 
 def dedupe(units: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``units`` without rows that repeat an earlier row on every one of ``columns`` (rounded to
-    :data:`DEDUPE_DECIMALS`; NaN equals NaN). Near-duplicates (the ``-hf`` rows) are kept."""
-    key = units[list(columns)].astype(float).round(DEDUPE_DECIMALS)
-    return units[~key.duplicated(keep="first")]
+    """``units`` without rows that repeat another row on every one of ``columns`` except gFID
+    (rounded to :data:`DEDUPE_DECIMALS`; NaN equals NaN): of each group of repeats the row with the
+    most values is kept (Table 5's ``uae`` with its gFID, not ``uae-stage4``), order preserved.
+    Near-duplicates (the ``-hf`` rows) are kept."""
+    cols = [c for c in columns if c != "gfid"]
+    if not cols:
+        return units
+    key = units[cols].astype(float).round(DEDUPE_DECIMALS)
+    filled = units[list(columns)].notna().sum(axis=1).to_numpy()
+    order = np.argsort(-filled, kind="stable")  # the fullest row of a group comes first
+    drop = np.zeros(len(units), dtype=bool)
+    drop[order] = key.iloc[order].duplicated(keep="first").to_numpy()
+    return units[~drop]
 
 
 def spearman_matrix(units: pd.DataFrame, x_cols: Sequence[str], y_cols: Sequence[str], n_boot: int,
