@@ -123,7 +123,7 @@ def _fig2_figure(matrix: pd.DataFrame, title: str, name: str, fixed: bool = Fals
         sel = matrix[matrix["rows"] == which].set_index(["x", "y"])
         grid = np.array([[sel.loc[(x, y), "rho"] if (x, y) in sel.index else np.nan for y in ys] for x in xs])
         n = int(sel["n"].max()) if len(sel) else 0
-        ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")  # blue = r > 0, as the tables (cells.r_colour)
         for i in range(len(xs)):
             for j in range(len(ys)):
                 if np.isfinite(grid[i, j]):

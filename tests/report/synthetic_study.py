@@ -79,7 +79,10 @@ def make_study(root: Path, config: dict, drift: bool = False, images: bool = Tru
             base = signal * q + (1 - signal) * noise
             values[m] = float((base if meta.higher_is_better else -base) + 5.0)
         if drift:
-            values.update({c: float(0.1 - 0.02 * q + 0.01 * rng.normal()) for c in DRIFT_MEASURES})
+            # distances and probe errors fall with quality, similarities rise
+            similar = {"drift_identity", "drift_face_at_r", "drift_clip", "drift_dinov2"}
+            values.update({c: float(0.5 + (0.02 if c in similar else -0.02) * q + 0.01 * rng.normal())
+                           for c in DRIFT_MEASURES})
         per_tok[tok] = values
     rows = []
     for i, (tok, spec) in enumerate(config["tokenizers"].items()):
