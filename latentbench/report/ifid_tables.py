@@ -72,8 +72,6 @@ TABLE3_ROWS: tuple[tuple[str, str], ...] = (
     ("gmm_loss", "GMM Loss"),
     ("ifid", "iFID"),
 )
-# Metrics that need external weights the demo has none of (DESIGN.md: "not run: needs <weights>").
-NOT_RUN = {"lpips": "not run: needs LPIPS AlexNet weights"}
 
 # iFID Table 1 (spec A.1): the t grid and its CSV column names.
 TABLE1_COLUMNS = {0.0: "t=0(rFID)", 0.1: "t=0.1", 0.2: "t=0.2", 0.4: "t=0.4", 0.6: "t=0.6", 0.8: "t=0.8",
@@ -157,6 +155,16 @@ class _Study:
 
     def measured(self, metric: str) -> bool:
         return metric in self.frame.columns and bool(self.frame[metric].notna().any())
+
+    def not_run(self, metric: str) -> str:
+        """Why a metric has no values: the reason a reconstruction job recorded (its ``not_run``,
+        e.g. missing weights), else "not measured in this study" (not requested)."""
+        for tok in self.tokenizers:
+            path = self.results / "metrics" / tok / "reconstruction.json"
+            why = (read_json(path).get("not_run") or {}).get(metric) if path.exists() else None
+            if why:
+                return str(why) if str(why).startswith("not run") else f"not run: {why}"
+        return "not measured in this study"
 
 
 def _size(name: str, config: dict) -> str | None:
@@ -331,7 +339,7 @@ def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
     rows, notes = [], []
     for metric, label in TABLE3_ROWS:
         measured = study.measured(metric)
-        row_why = None if measured else NOT_RUN.get(metric, "not measured in this study")
+        row_why = None if measured else study.not_run(metric)
         cells = []
         for g in groups:
             if row_why or g["why"]:

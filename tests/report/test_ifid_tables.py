@@ -53,6 +53,8 @@ def synthetic_study(root, n_tok: int = 6, scales=SCALES, backbones=BACKBONES, gf
                          "alpha": a, "ifid": rfid if a == 0.0 else rng.uniform(1.0, 5.0), "rfid": rfid}
                         for a in ALPHAS]
             write_json(root / "metrics" / tok / "ifid_variants.json", {"variants": entries, "feature_net": "demo-cnn"})
+            write_json(root / "metrics" / tok / "reconstruction.json",
+                       {"not_run": {"lpips": "not run: needs LPIPS AlexNet weights"}})
         for b, bb in enumerate(backbones):
             loss = rng.uniform(0.4, 0.6)
             if gfid_t:
