@@ -15,7 +15,7 @@ import pandas as pd
 
 from latentbench.analysis.correlation import correlate
 
-__all__ = ["MIN_UNITS", "corr_cell", "num", "r_colour", "scale_text", "why_cell"]
+__all__ = ["MIN_UNITS", "column_format", "corr_cell", "num", "r_colour", "scale_text", "why_cell"]
 
 MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
 
@@ -29,6 +29,14 @@ def num(value: Any, fmt: str = ".2f") -> str:
     except (TypeError, ValueError):
         return str(value)
     return "n/a" if not math.isfinite(value) else format(value, fmt)
+
+
+def column_format(values: Any) -> str:
+    """One fixed format for a column of numbers, from its largest magnitude: 4 decimals below 10,
+    2 below 1000, else 0 (so a column's decimals line up)."""
+    arr = np.abs(np.asarray(values, dtype=float))
+    top = float(np.nanmax(arr)) if arr.size and np.isfinite(arr).any() else 0.0
+    return ".4f" if top < 10 else ".2f" if top < 1000 else ".0f"
 
 
 def scale_text(w: float) -> str:

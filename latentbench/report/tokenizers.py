@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from latentbench.analysis.metric_info import METRICS, info
-from latentbench.report.cells import num, scale_text
+from latentbench.report.cells import column_format, num, scale_text
 from latentbench.report.figures import IMAGE_SUBDIR
 
 __all__ = ["card_file", "tokenizer_cards", "tokenizer_index"]
@@ -27,17 +27,6 @@ SETTING_METRICS_FIRST = ("gfid", "is", "fdr6", "diffusion_loss")
 def card_file(tok: str) -> str:
     """The card's file name (tokenizer names are config keys; anything unsafe becomes '-')."""
     return "tok-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", tok) + ".html"
-
-
-def _fmt(value: Any) -> str:
-    """Fixed precision by magnitude: 4 significant digits, no scientific notation for 1e-3..1e5."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "n/a"
-    return num(v, ".4g") if (abs(v) >= 1e5 or (0 < abs(v) < 1e-3)) else num(v, ".4f" if abs(v) < 10 else ".2f")
 
 
 def _per_tokenizer_metrics(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -62,6 +51,8 @@ def tokenizer_index(frame: pd.DataFrame, tokenizers: list[str], backbones: list[
     first = frame.drop_duplicates("tokenizer").set_index("tokenizer")
     summary = [m for m in SUMMARY_METRICS if m in first.columns and first[m].notna().any()]
     ranks = {m: _ranks(first[m].astype(float), m) for m in summary}
+    fmts = {m: column_format(first[m]) for m in summary}
+    gfid_fmt = column_format(frame["gfid"]) if "gfid" in frame.columns else ".2f"
     gfid = {}
     for bb in backbones:
         sel = frame[(frame["backbone"] == bb) & (frame["cfg_scale"].astype(float).sub(w0).abs() < 1e-9)]
@@ -72,10 +63,10 @@ def tokenizer_index(frame: pd.DataFrame, tokenizers: list[str], backbones: list[
         if tok not in first.index:
             continue
         f = first.loc[tok]
-        cells = [{"text": _fmt(f[m]), "rank": _rank_text(ranks[m].get(tok))} for m in summary]
+        cells = [{"text": num(f[m], fmts[m]), "rank": _rank_text(ranks[m].get(tok))} for m in summary]
         for bb in backbones:
             values, rk = gfid[bb]
-            cells.append({"text": _fmt(values[tok]) if tok in values.index else "—",
+            cells.append({"text": num(values[tok], gfid_fmt) if tok in values.index else "—",
                           "rank": _rank_text(rk.get(tok)) if tok in values.index else ""})
         rows.append({"tokenizer": tok, "href": card_file(tok), "family": str(f.get("family", "")),
                      "regularizer": str(f.get("regularizer", "")), "variant": str(f.get("variant", "")),
@@ -108,6 +99,7 @@ def tokenizer_cards(results: Path, root: Path, frame: pd.DataFrame, config: dict
     setting_ranks = {m: frame.groupby(["backbone", "cfg_scale"])[m].rank(
         ascending=not info(m).higher_is_better, method="min") for m in per_setting}
     setting_counts = frame.groupby(["backbone", "cfg_scale"])["tokenizer"].transform("nunique")
+    fmts = {m: column_format(frame[m]) for m in [*per_tok, *per_setting]}
     cards = []
     for tok in tokenizers:
         if tok not in first.index:
@@ -124,20 +116,20 @@ def tokenizer_cards(results: Path, root: Path, frame: pd.DataFrame, config: dict
             if shots:
                 samples.append({"backbone": bb, "shots": shots})
         f = first.loc[tok]
-        metrics = [{"label": info(m).label, "value": _fmt(f[m]), "rank": _rank_text(tok_ranks[m][tok]),
+        metrics = [{"label": info(m).label, "value": num(f[m], fmts[m]), "rank": _rank_text(tok_ranks[m][tok]),
                     "of": n_tok, "direction": "higher" if info(m).higher_is_better else "lower"}
                    for m in per_tok if f[m] == f[m]]
         rows = frame[frame["tokenizer"] == tok]
         settings = []
         for i, r in rows.iterrows():
             settings.append({"backbone": r["backbone"], "w": scale_text(r["cfg_scale"]), "of": int(setting_counts[i]),
-                             "cells": [{"value": _fmt(r[m]), "rank": _rank_text(setting_ranks[m][i])}
+                             "cells": [{"value": num(r[m], fmts[m]), "rank": _rank_text(setting_ranks[m][i])}
                                        for m in per_setting]})
         spec = (config.get("tokenizers") or {}).get(tok, {})
         cards.append({
             "tokenizer": tok, "file": card_file(tok), "spec": {k: str(v) for k, v in sorted(spec.items())},
             "family": str(f.get("family", "")), "latent_shape": str(f.get("latent_shape", "")),
-            "posterior_std": _fmt(f.get("posterior_std", float("nan"))), "strip": strip, "samples": samples,
+            "posterior_std": num(f.get("posterior_std", float("nan")), ".4f"), "strip": strip, "samples": samples,
             "metrics": metrics, "setting_headers": [info(m).label for m in per_setting], "settings": settings,
         })
     return cards
