@@ -263,3 +263,4 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
 def _write(path: Path, html: str) -> None:
     with atomic_path(path, suffix=".html") as tmp:
         tmp.write_text(html)
+    path.chmod(0o644)  # a page anyone may read, like the images beside it (atomic_path creates 0600)
