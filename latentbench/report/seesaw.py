@@ -83,6 +83,7 @@ def _ours_rows(units: pd.DataFrame, columns: tuple) -> tuple[list[dict[str, Any]
 
 def _paper_rows(table: pd.DataFrame, name_col: str, columns: tuple) -> list[dict[str, Any]]:
     return [{"name": str(row[name_col]), "group": str(row.get("group", "")),
+             "gfid_printed": "gFID" in row and isinstance(row["gFID"], float) and math.isfinite(row["gFID"]),
              "cells": [_value_cell(row[p], fmt) if not (isinstance(row[p], float) and math.isnan(row[p]))
                        else {"text": "—", "ok": False} for p, _, fmt in columns]}
             for _, row in table.iterrows()]
