@@ -12,8 +12,8 @@ grid of each tokenizer it is trained on. Errors are one line naming the key, e.g
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -187,3 +187,32 @@ def model_pairs(config: dict[str, Any], backbones: list[str] | None = None) -> l
         for bb in tokenizer_backbones(config["tokenizers"][tok], config["backbones"])
         if backbones is None or bb in backbones
     ]
+
+
+def ordered_names(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
+    """``preferred`` names that are present, then the other present names in first-seen order."""
+    present = list(dict.fromkeys(present))
+    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
+
+
+def most_trained_backbone(frame: Any, names: list[str]) -> str:
+    """The backbone of ``names`` with rows for the most tokenizers in ``frame`` (a metrics.csv
+    table with ``backbone`` and ``tokenizer`` columns); ties: the first in ``names``."""
+    trained: dict[str, set] = {}
+    for backbone, tok in zip(frame["backbone"].astype(str), frame["tokenizer"]):
+        trained.setdefault(backbone, set()).add(tok)
+    return max(names, key=lambda b: (len(trained.get(b, ())), -names.index(b)))
+
+
+def backbone_order(config: dict[str, Any], frame: Any) -> list[str]:
+    """The study's backbones in ``frame`` (metrics.csv), primary first: ``analysis.primary_backbone``
+    if set, else the backbone trained on the most tokenizers (the paper's SiT-B: all 86), ties in
+    config order; then the rest in config order. (The report's config arrives key-sorted, so dict
+    order alone cannot say it.)"""
+    names = ordered_names(list(config.get("backbones") or {}), frame["backbone"].astype(str).tolist())
+    if not names:
+        return names
+    primary = (config.get("analysis") or {}).get("primary_backbone")
+    if primary not in names:
+        primary = most_trained_backbone(frame, names)
+    return [primary, *(b for b in names if b != primary)]

@@ -45,10 +45,12 @@ from latentbench.analysis.regression import (
     oriented_label,
     two_metric_regression,
 )
+from latentbench.config import backbone_order, most_trained_backbone, ordered_names
 from latentbench.io import read_json
-from latentbench.report.figures import data_uri, png_bytes
+from latentbench.report.cells import num, r_colour, scale_text
+from latentbench.report.figures import image_src
 
-__all__ = ["MAIN_PROXIES", "PERSPECTIVES", "diffusability_section"]
+__all__ = ["MAIN_PROXIES", "PERSPECTIVES", "backbone_order", "diffusability_section"]
 
 TARGET = "gfid"  # spec §13: "gFID is without CFG unless stated"; the paper's captions are gFID's
 MIN_UNITS_R = 3  # a Pearson r needs three tokenizers (correlate returns NaN below)
@@ -85,23 +87,9 @@ ID_COLUMNS = ("tokenizer", "family", "regularizer", "backbone", "cfg_scale", TAR
 # --------------------------------------------------------------------------- formatting
 
 
-def _uri(fig) -> str:
-    """PNG data URI of a matplotlib figure (closes it)."""
-    # Imported here: render.py imports this module, so a top-level import would be circular.
-
-    return data_uri(png_bytes(fig))
-
-
-def _num(value: float, fmt: str) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else format(value, fmt)
-
-
-def _r_colour(r: float) -> str:
-    """Cell background: green for r < 0 (a larger-is-better metric predicts a lower gFID), red for r > 0."""
-    if not math.isfinite(r):
-        return "transparent"
-    rgb = "46,160,67" if r < 0 else "207,34,46"
-    return f"rgba({rgb},{0.55 * abs(r):.2f})"
+def _uri(fig, name: str = "diffusability") -> str:
+    """Page ``src`` of a matplotlib figure (closes it): a file in the report, or a data URI."""
+    return image_src(fig, name)
 
 
 def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -114,15 +102,11 @@ def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str
         "hi": hi,
         "p": res["pcc_p"],
         "n": res["n"],
-        "text": _num(res["pcc"], "+.2f"),
-        "ci_text": f"[{_num(lo, '+.2f')}, {_num(hi, '+.2f')}]" if n_boot else "",
-        "p_text": _num(res["pcc_p"], ".2g"),
-        "colour": _r_colour(res["pcc"]),
+        "text": num(res["pcc"], "+.2f"),
+        "ci_text": f"[{num(lo, '+.2f')}, {num(hi, '+.2f')}]" if n_boot else "",
+        "p_text": num(res["pcc_p"], ".2g"),
+        "colour": r_colour(res["pcc"], sign=-1),
     }
-
-
-def _scale_text(w: float) -> str:
-    return f"{w:g}"
 
 
 # --------------------------------------------------------------------------- study layout
@@ -172,7 +156,7 @@ class _Study:
         """The backbone of a family's Fig. 6 column: the primary one if trained on that family, else
         the family's backbone with the most tokenizers (ties in study order)."""
         f = self.frame[self.frame["family"] == family]
-        return self.backbone if self.backbone in set(f["backbone"]) else _most_trained(f, self.backbones)
+        return self.backbone if self.backbone in set(f["backbone"]) else most_trained_backbone(f, self.backbones)
 
     def _ordered(self, sel: pd.DataFrame) -> pd.DataFrame:
         rank = {t: i for i, t in enumerate(self.tokenizers)}
@@ -187,32 +171,7 @@ class _Study:
         family = self.family if family is None else family
         backbone = self.backbone if backbone is None else backbone
         scale = self.w0 if scale is None else scale
-        return f"{family}, {backbone}, w = {_scale_text(scale)}"
-
-
-def _ordered_names(preferred: Sequence[str], present: Sequence[str]) -> list[str]:
-    """``preferred`` names that are present, then the other present names in first-seen order."""
-    present = list(dict.fromkeys(present))
-    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
-
-
-def backbone_order(config: dict, frame: pd.DataFrame) -> list[str]:
-    """The study's backbones, primary first: ``analysis.primary_backbone`` if set, else the backbone
-    trained on the most tokenizers (the paper's SiT-B: all 86), ties in config order; then the rest
-    in config order. (The report's config arrives key-sorted, so dict order alone cannot say it.)"""
-    names = _ordered_names(list(config.get("backbones") or {}), frame["backbone"].astype(str).tolist())
-    if not names:
-        return names
-    primary = (config.get("analysis") or {}).get("primary_backbone")
-    if primary not in names:
-        primary = _most_trained(frame, names)
-    return [primary, *(b for b in names if b != primary)]
-
-
-def _most_trained(frame: pd.DataFrame, names: Sequence[str]) -> str:
-    """The backbone of ``names`` with rows for the most tokenizers in ``frame``; ties: the first in ``names``."""
-    counts = frame.groupby(frame["backbone"].astype(str))["tokenizer"].nunique()
-    return max(names, key=lambda b: (counts.get(b, 0), -list(names).index(b)))
+        return f"{family}, {backbone}, w = {scale_text(scale)}"
 
 
 def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
@@ -220,7 +179,7 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float))
-    tokenizers = _ordered_names(list(config.get("tokenizers", {})), frame["tokenizer"].tolist())
+    tokenizers = ordered_names(list(config.get("tokenizers", {})), frame["tokenizer"].tolist())
     backbones = backbone_order(config, frame)
     counts = frame.groupby("family", sort=False)["tokenizer"].nunique()
     # Primary family: the one with the most tokenizers (the paper's conv-f16d32 has 43 of 86);
@@ -346,7 +305,7 @@ def _overview(study: _Study) -> dict[str, Any]:
             ax.axis("off")
         fig.tight_layout()
         _regulariser_legend(fig, units, palette)
-        figure = _uri(fig)
+        figure = _uri(fig, "diffusability-fig4")
     top = ranking[0] if math.isfinite(ranking[0]["abs_r"]) else None
     for p in panels:
         del p["x"]
@@ -395,7 +354,7 @@ def _stability(study: _Study) -> dict[str, Any]:
         units = study.units(**where)
         columns.append({"label": label, "kind": kind, "n": len(units), "family": where.get("family", study.family),
                         "backbone": where.get("backbone", study.backbone),
-                        "w": _scale_text(where.get("scale", study.w0))})
+                        "w": scale_text(where.get("scale", study.w0))})
         unit_sets.append(units)
     if not proxies or max(len(u) for u in unit_sets) < MIN_UNITS_R:
         return {"available": False, "notes": notes,
@@ -423,7 +382,7 @@ def _stability(study: _Study) -> dict[str, Any]:
                                    f"{where}\n{oriented_label(metric)}: r = {cell['text']}", oriented_label(metric))
             fig.tight_layout()
             _regulariser_legend(fig, study.frame, palette)
-            figure = _uri(fig)
+            figure = _uri(fig, "diffusability-fig5-6")
     return {"available": True, "why": None, "notes": notes, "columns": columns, "rows": rows,
             "multi_family": len(study.families) > 1, "figure": figure}
 
@@ -435,7 +394,7 @@ def _guidance(study: _Study) -> dict[str, Any]:
     """Fig. 25 gFID(w) curves with the best w per tokenizer; Fig. 7 r with the best-CFG gFID."""
     if len(study.scales) < 2:
         return {"available": False,
-                "why": f"this study samples one guidance scale (w = {_scale_text(study.scales[0])}); "
+                "why": f"this study samples one guidance scale (w = {scale_text(study.scales[0])}); "
                        "the sweep needs two or more (config sampling.cfg_scales)."}
     palette = _palette(study.tokenizers)
     proxies = [m for m in MAIN_PROXIES if study.measured(m)]
@@ -448,8 +407,8 @@ def _guidance(study: _Study) -> dict[str, Any]:
         at_w0 = study.units(backbone=bb).set_index("tokenizer")[TARGET]
         for _, row in best.iterrows():
             entry = best_rows.setdefault(row["tokenizer"], {"tokenizer": row["tokenizer"], "cells": {}})
-            entry["cells"][bb] = {"best_w": _scale_text(row["best_w"]), "gfid": _num(row[TARGET], ".4g"),
-                                  "gfid_w0": _num(float(at_w0.get(row["tokenizer"], math.nan)), ".4g")}
+            entry["cells"][bb] = {"best_w": scale_text(row["best_w"]), "gfid": num(row[TARGET], ".4g"),
+                                  "gfid_w0": num(float(at_w0.get(row["tokenizer"], math.nan)), ".4g")}
         y = best[TARGET].to_numpy(float)
         for m in proxies:
             r_rows[m].append(_corr_cell(oriented(best, m).to_numpy(), y, study.n_boot, study.seed))
@@ -457,7 +416,7 @@ def _guidance(study: _Study) -> dict[str, Any]:
         g0 = np.array([at_w0.get(t, math.nan) for t in best["tokenizer"]], dtype=float)
         cell = _corr_cell(best["best_w"].to_numpy(float), g0, study.n_boot, study.seed)
         trend.append({"backbone": bb, "cell": cell,
-                      "w_range": f"{_scale_text(best['best_w'].min())}–{_scale_text(best['best_w'].max())}"
+                      "w_range": f"{scale_text(best['best_w'].min())}–{scale_text(best['best_w'].max())}"
                       if len(best) else "n/a"})
     with _theme():
         cols = min(4, len(panels))
@@ -483,11 +442,11 @@ def _guidance(study: _Study) -> dict[str, Any]:
                    for t in study.tokenizers if t in in_family]
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 8),
                    fontsize=7, frameon=False)
-        figure = _uri(fig)
+        figure = _uri(fig, "diffusability-fig7")
     return {
         "available": True,
         "why": None,
-        "setting": f"{study.family}, guidance grid {{{', '.join(_scale_text(w) for w in study.scales)}}}",
+        "setting": f"{study.family}, guidance grid {{{', '.join(scale_text(w) for w in study.scales)}}}",
         "figure": figure,
         "backbones": study.backbones,
         "best": [best_rows[t] for t in study.tokenizers if t in best_rows],
@@ -535,7 +494,7 @@ def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, palette: dict) -> s
         ax.grid(False)
         fig.tight_layout()
         _regulariser_legend(fig, units[ok], palette)
-        return _uri(fig)
+        return _uri(fig, "diffusability-fig8")
 
 
 def _regression(study: _Study) -> dict[str, Any]:
@@ -561,12 +520,12 @@ def _regression(study: _Study) -> dict[str, Any]:
             "b": oriented_label(row["b"]),
             "metrics": (row["a"], row["b"]),
             "r2": row["r2"],
-            "r2_text": _num(row["r2"], ".3f"),
-            "adj_r2_text": _num(row["adj_r2"], ".3f"),
-            "loo_r2_text": _num(row["loo_r2"], ".3f"),
-            "r_ab_text": _num(row["r_ab"], "+.2f"),
-            "beta_a_text": _num(row["beta_a"], "+.3g"),
-            "beta_b_text": _num(row["beta_b"], "+.3g"),
+            "r2_text": num(row["r2"], ".3f"),
+            "adj_r2_text": num(row["adj_r2"], ".3f"),
+            "loo_r2_text": num(row["loo_r2"], ".3f"),
+            "r_ab_text": num(row["r_ab"], "+.2f"),
+            "beta_a_text": num(row["beta_a"], "+.3g"),
+            "beta_b_text": num(row["beta_b"], "+.3g"),
             "n": int(row["n"]),
             "reason": row["reason"] or "",
             "best": i == best_idx,
@@ -626,7 +585,7 @@ def _trajectories(study: _Study) -> dict[str, Any]:
                                f"{info(m).label}: r = {cells[m]['text']}", info(m).label)
             fig.tight_layout()
             _regulariser_legend(fig, units, palette)
-            out["scatter"] = _uri(fig)
+            out["scatter"] = _uri(fig, "diffusability-fig9")
     else:
         out["scatter"] = None
         out["notes"].append(
@@ -655,9 +614,9 @@ def _trajectories(study: _Study) -> dict[str, Any]:
         curves.append((tok, t_mid, ratio, viv_curve))
         deviation = float(np.nanmean(np.abs(ratio - 1.0)))
         table.append({"tokenizer": tok, "gfid": row[TARGET], "deviation": deviation,
-                      "gfid_text": _num(row[TARGET], ".4g"), "deviation_text": _num(deviation, ".3f"),
-                      "straightness_text": _num(float(row.get("straightness", math.nan)), ".4f"),
-                      "efficiency_text": _num(float(row.get("efficiency", math.nan)), ".4f"),
+                      "gfid_text": num(row[TARGET], ".4g"), "deviation_text": num(deviation, ".3f"),
+                      "straightness_text": num(float(row.get("straightness", math.nan)), ".4f"),
+                      "efficiency_text": num(float(row.get("efficiency", math.nan)), ".4f"),
                       "segments": int(ratio.size)})
     if missing:
         out["notes"].append(f"no trajectory.json (length ratio) for {study.backbone}: {', '.join(missing)}.")
@@ -688,7 +647,7 @@ def _trajectories(study: _Study) -> dict[str, Any]:
             ax.set_title(f"{study.family}, {study.backbone}: per-segment length ratio and VIV(t)", fontsize=8)
             ax.legend(fontsize=6, ncol=2, loc="best", frameon=True)
             fig.tight_layout()
-            out["ratio_figure"] = _uri(fig)
+            out["ratio_figure"] = _uri(fig, "diffusability-fig10")
     else:
         out["ratio_figure"] = None
     out["available"] = bool(out["scatter"] or out["ratio_figure"])
@@ -740,14 +699,14 @@ def diffusability_section(
         "setting": {
             "family": study.family,
             "backbone": study.backbone,
-            "w0": _scale_text(study.w0),
+            "w0": scale_text(study.w0),
             "n": len(study.units()),
             "families": study.families,
             "backbones": study.backbones,
-            "scales": [_scale_text(w) for w in study.scales],
+            "scales": [scale_text(w) for w in study.scales],
             "w0_note": None if np.isclose(study.w0, 1.0) else
             "no w = 1 (no-CFG) samples in this study; the no-CFG analyses use the smallest scale, "
-            f"w = {_scale_text(study.w0)}.",
+            f"w = {scale_text(study.w0)}.",
         },
         # Every analysis dict has available / why / notes, so the template can rely on them.
         **{name: {"why": None, "notes": [], **build(study)} for name, build in _ANALYSES.items()},

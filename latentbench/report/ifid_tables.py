@@ -42,17 +42,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
+from latentbench.config import backbone_order, ordered_names
 from latentbench.io import read_json
-from latentbench.report.diffusability import backbone_order
-from latentbench.report.figures import data_uri, png_bytes
+from latentbench.report.cells import corr_cell, num, scale_text, why_cell
+from latentbench.report.figures import image_src, png_bytes
 from latentbench.report.paper_values import load_paper_table
 
 __all__ = ["TABLE3_ROWS", "ifid_section", "map_backbones"]
 
 TARGET = "gfid"
-MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
 REQUIRED_COLUMNS = ("tokenizer", "backbone", "cfg_scale", TARGET)
 PAPER_BACKBONES = ("SiT-B", "SiT-XL")  # the two columns groups of iFID Table 3
 _A3_PREFIX = {"SiT-B": "SiTB", "SiT-XL": "SiTXL"}  # spec A.3 column names
@@ -73,8 +72,6 @@ TABLE3_ROWS: tuple[tuple[str, str], ...] = (
     ("gmm_loss", "GMM Loss"),
     ("ifid", "iFID"),
 )
-# Metrics that need external weights the demo has none of (DESIGN.md: "not run: needs <weights>").
-NOT_RUN = {"lpips": "not run: needs LPIPS AlexNet weights"}
 
 # iFID Table 1 (spec A.1): the t grid and its CSV column names.
 TABLE1_COLUMNS = {0.0: "t=0(rFID)", 0.1: "t=0.1", 0.2: "t=0.2", 0.4: "t=0.4", 0.6: "t=0.6", 0.8: "t=0.8",
@@ -91,37 +88,6 @@ MAX_POINT_LABELS = 30
 # --------------------------------------------------------------------------- cells
 
 
-def _num(value: float, fmt: str = ".2f") -> str:
-    return "n/a" if value is None or not math.isfinite(value) else format(value, fmt)
-
-
-def _w(value: float) -> str:
-    return f"{value:g}"
-
-
-def _why_cell(why: str, n: int = 0) -> dict[str, Any]:
-    return {"ok": False, "why": why, "n": n, "pcc": math.nan, "srcc": math.nan, "pcc_text": "", "srcc_text": "",
-            "pcc_ci": "", "srcc_ci": ""}
-
-
-def _corr_cell(x: pd.Series, y: pd.Series, n_boot: int, seed: int, y_name: str = "gFID") -> dict[str, Any]:
-    """PCC and SRCC of x with y over the tokenizers both index (NaN pairs dropped), or the reason why not."""
-    pair = pd.concat([x.rename("x"), y.rename("y")], axis=1, join="inner").astype(float).dropna()
-    n = len(pair)
-    if n < MIN_UNITS:
-        return _why_cell(f"needs ≥ {MIN_UNITS} tokenizers (has {n})", n)
-    if np.ptp(pair["x"].to_numpy()) == 0:
-        return _why_cell("metric constant across tokenizers", n)
-    if np.ptp(pair["y"].to_numpy()) == 0:
-        return _why_cell(f"{y_name} constant across tokenizers", n)
-    res = correlate(pair["x"].to_numpy(), pair["y"].to_numpy(), n_boot=n_boot, seed=seed)
-
-    def ci(lo_hi: tuple[float, float]) -> str:
-        return f"[{_num(lo_hi[0])}, {_num(lo_hi[1])}]" if n_boot else ""
-
-    return {"ok": True, "why": None, "n": n, "pcc": res["pcc"], "srcc": res["srcc"],
-            "pcc_text": _num(res["pcc"]), "srcc_text": _num(res["srcc"]),
-            "pcc_ci": ci(res["pcc_ci"]), "srcc_ci": ci(res["srcc_ci"])}
 
 
 def _paper_cell(value: float | None, why: str = "not in the paper") -> dict[str, Any]:
@@ -132,11 +98,6 @@ def _paper_cell(value: float | None, why: str = "not in the paper") -> dict[str,
 
 
 # --------------------------------------------------------------------------- study layout
-
-
-def _ordered(preferred: Sequence[str], present: Sequence[str]) -> list[str]:
-    present = list(dict.fromkeys(present))
-    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
 
 
 @dataclass
@@ -176,7 +137,7 @@ class _Study:
         dup = sel["tokenizer"][sel["tokenizer"].duplicated()]
         if len(dup):
             raise ValueError(f"frame: tokenizer {dup.iloc[0]!r} has several rows for backbone {backbone!r}, "
-                             f"w = {_w(scale)}")
+                             f"w = {scale_text(scale)}")
         sel = sel.set_index("tokenizer")
         return sel.loc[[t for t in self.tokenizers if t in sel.index]]
 
@@ -194,6 +155,16 @@ class _Study:
 
     def measured(self, metric: str) -> bool:
         return metric in self.frame.columns and bool(self.frame[metric].notna().any())
+
+    def not_run(self, metric: str) -> str:
+        """Why a metric has no values: the reason a reconstruction job recorded (its ``not_run``,
+        e.g. missing weights), else "not measured in this study" (not requested)."""
+        for tok in self.tokenizers:
+            path = self.results / "metrics" / tok / "reconstruction.json"
+            why = (read_json(path).get("not_run") or {}).get(metric) if path.exists() else None
+            if why:
+                return str(why) if str(why).startswith("not run") else f"not run: {why}"
+        return "not measured in this study"
 
 
 def _size(name: str, config: dict) -> str | None:
@@ -243,7 +214,7 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float), tokenizer=frame["tokenizer"].astype(str),
                          backbone=frame["backbone"].astype(str))
-    tokenizers = _ordered(list(config.get("tokenizers") or {}), frame["tokenizer"].tolist())
+    tokenizers = ordered_names(list(config.get("tokenizers") or {}), frame["tokenizer"].tolist())
     return _Study(results, frame, config, tokenizers, backbone_order(config, frame), n_boot, seed)
 
 
@@ -253,7 +224,7 @@ def _settings(study: _Study, backbone: str) -> list[dict[str, Any]]:
     return [
         {"key": "nocfg", "label": "w/o guidance", "w": w0, "w_text": "1" if w0 is not None else "n/a",
          "why": None if w0 is not None else "no w = 1 samples in this study"},
-        {"key": "cfg", "label": "w/ guidance", "w": wg, "w_text": _w(wg) if wg is not None else "n/a",
+        {"key": "cfg", "label": "w/ guidance", "w": wg, "w_text": scale_text(wg) if wg is not None else "n/a",
          "why": None if wg is not None else "no guidance scale w ≠ 1 sampled"},
     ]
 
@@ -291,7 +262,7 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
     for gt, _, _, _ in per_bb.values():
         grid.update(float(t) for t in gt.columns)
     grid = sorted(grid)
-    columns = [{"t": t, "text": {0.0: "t = 0 (rFID)", 1.0: "t = 1.0 (gFID)"}.get(t, f"t = {_w(t)}"),
+    columns = [{"t": t, "text": {0.0: "t = 0 (rFID)", 1.0: "t = 1.0 (gFID)"}.get(t, f"t = {scale_text(t)}"),
                 "in_paper": t in TABLE1_COLUMNS} for t in grid]
     x = {"rfid": study.per_tokenizer("rfid"), "ifid": study.per_tokenizer("ifid")}
     notes, values = [], []
@@ -325,11 +296,11 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
             for t in grid:
                 y = targets[t]
                 if not study.measured(metric):
-                    cells.append(_why_cell(f"{label} not measured in this study"))
+                    cells.append(why_cell(f"{label} not measured in this study"))
                 elif isinstance(y, str):
-                    cells.append(_why_cell(y))
+                    cells.append(why_cell(y))
                 else:
-                    cells.append(_corr_cell(x[metric], y, study.n_boot, study.seed, "gFID(t)"))
+                    cells.append(corr_cell(x[metric], y, study.n_boot, study.seed, "gFID(t)"))
             ours[label].append({"metric": label, "who": "ours", "backbone": bb, "cells": cells})
         value_rows = []
         for tok in study.tokenizers:
@@ -337,7 +308,7 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
             for t in grid:
                 y = targets[t]
                 v = float(y.get(tok, math.nan)) if isinstance(y, pd.Series) else math.nan
-                cells.append(_num(v, ".4g"))
+                cells.append(num(v, ".4g"))
             value_rows.append({"tokenizer": tok, "cells": cells})
         values.append({"backbone": bb, "rows": value_rows})
     xl = [bb for bb, col in mapping.items() if col == "SiT-XL"]
@@ -368,15 +339,15 @@ def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
     rows, notes = [], []
     for metric, label in TABLE3_ROWS:
         measured = study.measured(metric)
-        row_why = None if measured else NOT_RUN.get(metric, "not measured in this study")
+        row_why = None if measured else study.not_run(metric)
         cells = []
         for g in groups:
             if row_why or g["why"]:
-                ours = _why_cell(row_why or g["why"])
+                ours = why_cell(row_why or g["why"])
             else:
                 units = study.rows(g["backbone"], g["w"])
                 x = _oriented(units[metric].astype(float), metric)
-                ours = _corr_cell(x, units[TARGET].astype(float), study.n_boot, study.seed)
+                ours = corr_cell(x, units[TARGET].astype(float), study.n_boot, study.seed)
             pcc = srcc = None
             if g["paper"]:
                 prefix = f"{_A3_PREFIX[g['paper']]}_{g['key']}"
@@ -441,9 +412,9 @@ def _gfid_cells(study: _Study, x: pd.Series, groups: list[dict[str, Any]]) -> li
     cells = []
     for g in groups:
         if g["why"]:
-            cells.append(_why_cell(g["why"]))
+            cells.append(why_cell(g["why"]))
         else:
-            cells.append(_corr_cell(x, study.gfid(g["backbone"], g["w"]), study.n_boot, study.seed))
+            cells.append(corr_cell(x, study.gfid(g["backbone"], g["w"]), study.n_boot, study.seed))
     return cells
 
 
@@ -495,7 +466,7 @@ def _table4(study: _Study, variants: pd.DataFrame, missing: list[str], groups: l
     for idx, p in paper.iterrows():
         if idx not in matched:
             rows.append({"interpolation": p["interpolation"], "references": "—", "k": "—",
-                         "cells": [_why_cell("not computed in this study") for _ in groups], "n_tokenizers": 0,
+                         "cells": [why_cell("not computed in this study") for _ in groups], "n_tokenizers": 0,
                          **_paper_t45(p, "n_ref_images", "K")})
     notes = []
     if missing:
@@ -535,13 +506,13 @@ def _table5(study: _Study, variants: pd.DataFrame, missing: list[str], groups: l
         p = hit.iloc[0] if len(hit) else None
         if p is not None:
             matched.add(int(hit.index[0]))
-        rows.append({"alpha": _w(alpha), "rfid_cell": _corr_cell(v["ifid"], rfid, study.n_boot, study.seed, "rFID"),
+        rows.append({"alpha": scale_text(alpha), "rfid_cell": corr_cell(v["ifid"], rfid, study.n_boot, study.seed, "rFID"),
                      "cells": _gfid_cells(study, v["ifid"], groups), "n_tokenizers": int(v["ifid"].notna().sum()),
                      "sort": alpha, **_paper_t45(p)})
     for idx, p in paper.iterrows():
         if idx not in matched:
-            rows.append({"alpha": _w(float(p["alpha"])), "rfid_cell": _why_cell("not computed in this study"),
-                         "cells": [_why_cell("not computed in this study") for _ in groups], "n_tokenizers": 0,
+            rows.append({"alpha": scale_text(float(p["alpha"])), "rfid_cell": why_cell("not computed in this study"),
+                         "cells": [why_cell("not computed in this study") for _ in groups], "n_tokenizers": 0,
                          "sort": float(p["alpha"]), **_paper_t45(p)})
     rows.sort(key=lambda r: r["sort"])
     if missing:
@@ -600,7 +571,7 @@ def _figure1(study: _Study) -> dict[str, Any]:
                 continue
             x = study.per_tokenizer(metric)
             row.append({"metric": metric, "label": label, "x": x, "y": y,
-                        "cell": _corr_cell(x, y, study.n_boot, study.seed)})
+                        "cell": corr_cell(x, y, study.n_boot, study.seed)})
         if row:
             panels.append((bb, row))
     if not panels:
@@ -616,12 +587,18 @@ def _figure1(study: _Study) -> dict[str, Any]:
         for ax in ax_row[len(row):]:
             ax.axis("off")
     fig.tight_layout()
-    return {"available": True, "why": None, "figure": data_uri(png_bytes(fig)), "cells": cells, "notes": notes,
-            "readme": copy.deepcopy(_readme_figure())}
+    return {"available": True, "why": None, "figure": image_src(fig, "ifid-figure1"), "cells": cells,
+            "notes": notes, "readme": _readme_figure()}
+
+
+def _readme_figure() -> dict[str, Any]:
+    """The paper's side of Figure 1 (README values, spec A.6): its page ``src`` and r cells."""
+    png, cells = _readme_png()
+    return {"figure": image_src(png, "ifid-figure1-readme"), "cells": copy.deepcopy(cells)}
 
 
 @functools.cache
-def _readme_figure() -> dict[str, Any]:
+def _readme_png() -> tuple[bytes, list[dict[str, Any]]]:
     """The paper's side of Figure 1 from the iFID README values (spec A.6): iFID vs gFID w/o cfg.
 
     The same for every study, so drawn once per process (callers get a copy).
@@ -631,12 +608,12 @@ def _readme_figure() -> dict[str, Any]:
     fig, axes = plt.subplots(1, 2, figsize=(6.6, 2.8), squeeze=False)
     cells = []
     for ax, (col, name) in zip(axes[0], (("gFID_SiTXL_nocfg", "SiT-XL"), ("gFID_SiTB_nocfg", "SiT-B"))):
-        cell = _corr_cell(table["iFID"], table[col], 0, 0)
+        cell = corr_cell(table["iFID"], table[col], 0, 0)
         _panel(ax, table["iFID"], table[col], f"iFID README, {name}, w/o cfg: iFID vs gFID\n{_r_text(cell)}",
                "iFID (README)", f"gFID {name} (README)")
         cells.append({"backbone": name, **cell})
     fig.tight_layout()
-    return {"figure": data_uri(png_bytes(fig)), "cells": cells}
+    return png_bytes(fig), cells
 
 
 # --------------------------------------------------------------------------- entry point

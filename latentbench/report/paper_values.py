@@ -1,7 +1,8 @@
 """The papers' reported numbers, as transcribed in spec metrics-ifid-seesaw.md Appendix A.
 
-Each table lives in ``report/paper/<name>.csv``, byte-for-byte the CSV block of its Appendix
-A section; :data:`PAPER_TABLES` says where each comes from and what shape it has, and
+Each table lives in the package, ``latentbench/report/paper/<name>.csv`` (read through
+:mod:`importlib.resources`, so an installed wheel has them), byte-for-byte the CSV block of its
+Appendix A section (``seesaw_table1`` is transcribed from the Seesaw paper text, Table 1); :data:`PAPER_TABLES` says where each comes from and what shape it has, and
 :func:`load_paper_table` reads one as a DataFrame (empty cells -> NaN; "-" in the papers was
 transcribed as an empty cell). The report puts these values beside the study's own.
 """
@@ -9,6 +10,7 @@ transcribed as an empty cell). The report puts these values beside the study's o
 from __future__ import annotations
 
 import functools
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pandas as pd
 
 __all__ = ["PAPER_DIR", "PAPER_TABLES", "PaperTable", "load_paper_table", "paper_value"]
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "report" / "paper"
+PAPER_DIR = Path(str(importlib.resources.files("latentbench.report") / "paper"))
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ PAPER_TABLES: dict[str, PaperTable] = {
                    ("alpha", "rFID_PCC", "rFID_SRCC", "nocfg_PCC", "nocfg_SRCC", "cfg_PCC", "cfg_SRCC")),
         PaperTable("ifid_readme_values", "iFID repository README at commit bac6ede (per-VAE values)", "A.6",
                    14, ("vae", "gFID_SiTXL_nocfg", "gFID_SiTB_nocfg", "iFID", "vae_config", "sit_config")),
+        PaperTable("diffusability_headline", "diffusability paper, the r and R² its text states (Figs. 4, 8, 9)",
+                   "metrics-diffusability §13", 4, ("figure", "quantity", "metrics", "value", "setting", "note")),
+        PaperTable("seesaw_table1", "Seesaw paper, Table 1 (survey of 8 AE papers: reported metrics, "
+                   "ablation pick)", "seed 003 §4", 8,
+                   ("model", "date", "reports_rFID", "reports_PSNR", "reports_LPIPS", "reports_SSIM",
+                    "pick_best_gFID", "pick_best_rFID")),
         PaperTable("seesaw_table2", "Seesaw paper, Table 2 (headline AEs)", "A.7", 6,
                    ("model", "gFID", "IS", "Prec", "Rec", "rFID", "PSNR", "SSIM", "LPIPS", "Spatial", "Identity",
                     "Face_at_R", "CLIP", "DINO", "Latent_Canny", "Latent_Depth")),
@@ -104,3 +112,9 @@ def paper_value(name: str, column: str, **where: object) -> float:
     if len(match) != 1:
         raise ValueError(f"where: {where} matches {len(match)} rows of {name}, expected one")
     return float(match[column].iloc[0])
+
+
+def paper_text(name: str, column: str, fmt: str = ".2f", **where: object) -> str:
+    """:func:`paper_value` formatted for prose (typographic minus), so a page's sentences quote
+    the transcribed CSV instead of repeating its numbers. Used as the Jinja global ``paper_says``."""
+    return format(paper_value(name, column, **where), fmt).replace("-", "−")

@@ -9,7 +9,15 @@ import pandas as pd
 
 from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import METRICS
-from latentbench.config import study_family, tokenizer_backbones
+from latentbench.analysis.seesaw import (
+    DRIFT_MEASURES,
+    X_METRICS,
+    paper_units,
+    spearman_matrix,
+    study_units,
+)
+from latentbench.analysis.stability import stability_table
+from latentbench.config import backbone_order, study_family, tokenizer_backbones
 from latentbench.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
@@ -104,12 +112,49 @@ def correlations(frame: pd.DataFrame, target: str, n_boot: int, seed: int) -> pd
     return pd.DataFrame(rows)
 
 
-def correlate_study(metrics_csv: str | Path, settings: dict, out: str | Path) -> None:
-    """Write correlations.csv for a study's metrics.csv."""
-    frame = pd.read_csv(metrics_csv)
-    analysis = settings["analysis"]
-    if analysis["target"] not in frame.columns:
-        raise ValueError(f"analysis.target: column {analysis['target']!r} is not in {metrics_csv}")
-    table = correlations(frame, analysis["target"], analysis["n_boot"], settings["seed"])
+# The analysis tables the correlate job writes beside correlations.csv (rules/report.smk); the
+# report only formats them.
+ANALYSIS_TABLES = ("stability.csv", "seesaw_fig2.csv", "seesaw_fig2_paper.csv")
+
+
+def primary_setting(frame: pd.DataFrame, settings: dict) -> tuple[str, float]:
+    """The primary backbone (:func:`latentbench.config.backbone_order`) and the no-CFG guidance
+    scale (w = 1 when sampled, else the smallest) of a metrics.csv frame."""
+    backbone = backbone_order(settings, frame)[0]
+    scales = sorted(frame.loc[frame["backbone"].astype(str) == backbone, "cfg_scale"].astype(float).unique())
+    return backbone, (1.0 if any(abs(w - 1.0) < 1e-9 for w in scales) else scales[0])
+
+
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
     with atomic_path(out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
+
+
+def correlate_study(metrics_csv: str, settings: dict, out: str, tables_dir: str = "") -> None:
+    """Write correlations.csv for a study's metrics.csv and, when ``tables_dir`` is given, the
+    analysis tables of :data:`ANALYSIS_TABLES` there: leave-one-tokenizer-out stability of every
+    correlation, and the Seesaw Fig. 2 Spearman matrix on the study (primary backbone, no CFG) and
+    on the paper's Table 5. ``settings`` holds ``seed``, ``analysis`` and (optionally) ``backbones``."""
+    frame = pd.read_csv(metrics_csv)
+    analysis = settings["analysis"]
+    target = analysis["target"]
+    if target not in frame.columns:
+        raise ValueError(f"analysis.target: column {target!r} is not in {metrics_csv}")
+    n_boot, seed = analysis["n_boot"], settings["seed"]
+    _write_csv(correlations(frame, target, n_boot, seed), Path(out))
+    if not tables_dir:
+        return
+    from latentbench.report.paper_values import (
+        load_paper_table,  # the paper's values ship with the report
+    )
+
+    tables = Path(tables_dir)
+    tables.mkdir(parents=True, exist_ok=True)
+    _write_csv(stability_table(frame, metric_columns(frame, target), target), tables / "stability.csv")
+    backbone, w0 = primary_setting(frame, settings)
+    units = study_units(frame, backbone, w0)
+    matrix = spearman_matrix(units, list(X_METRICS), list(DRIFT_MEASURES), n_boot, seed)
+    _write_csv(matrix.assign(backbone=backbone, cfg_scale=w0), tables / "seesaw_fig2.csv")
+    paper = paper_units(load_paper_table("seesaw_table5"))
+    _write_csv(spearman_matrix(paper, list(X_METRICS), list(DRIFT_MEASURES), n_boot, seed),
+               tables / "seesaw_fig2_paper.csv")

@@ -25,7 +25,7 @@ from latentbench.report.diffusability import (
     backbone_order,
     diffusability_section,
 )
-from latentbench.report.render import TEMPLATES
+from latentbench.report.render import report_env
 
 BACKBONES = ["sit-a", "sit-b"]
 SCALES = [1.0, 1.5, 2.0]
@@ -101,11 +101,8 @@ def _is_png_uri(uri) -> bool:
 
 def _render(ctx) -> str:
     """Render the section the way index.html.j2 will: included, with the context as ``diffusability``."""
-    loader = jinja2.ChoiceLoader([
-        jinja2.DictLoader({"page.html.j2": '<body>{% include "diffusability.html.j2" %}</body>'}),
-        jinja2.FileSystemLoader(TEMPLATES),
-    ])
-    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env = report_env()
+    env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"page.html.j2": '<body>{% include "diffusability.html.j2" %}</body>'}), env.loader])
     return env.get_template("page.html.j2").render(diffusability=ctx)
 
 

@@ -20,7 +20,7 @@ import scipy.stats
 from latentbench.io import write_json
 from latentbench.report.ifid_tables import TABLE3_ROWS, ifid_section, map_backbones
 from latentbench.report.paper_values import load_paper_table
-from latentbench.report.render import TEMPLATES
+from latentbench.report.render import report_env
 
 BACKBONES = {"sit-b": {"size": "B", "recipe": "ifid_sit"}, "sit-xl": {"size": "XL", "recipe": "ifid_sit"}}
 SCALES = [1.0, 1.5, 2.0]
@@ -53,6 +53,8 @@ def synthetic_study(root, n_tok: int = 6, scales=SCALES, backbones=BACKBONES, gf
                          "alpha": a, "ifid": rfid if a == 0.0 else rng.uniform(1.0, 5.0), "rfid": rfid}
                         for a in ALPHAS]
             write_json(root / "metrics" / tok / "ifid_variants.json", {"variants": entries, "feature_net": "demo-cnn"})
+            write_json(root / "metrics" / tok / "reconstruction.json",
+                       {"not_run": {"lpips": "not run: needs LPIPS AlexNet weights"}})
         for b, bb in enumerate(backbones):
             loss = rng.uniform(0.4, 0.6)
             if gfid_t:
@@ -88,12 +90,10 @@ def _scipy(x, y):
 
 
 def _render(ctx) -> str:
-    """Render the section the way index.html.j2 does: included, with the context as ``ifid``."""
-    loader = jinja2.ChoiceLoader([
-        jinja2.DictLoader({"page.html.j2": "<body>{% include 'ifid.html.j2' %}</body>"}),
-        jinja2.FileSystemLoader(TEMPLATES),
-    ])
-    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    """Render the section the way page_ifid.html.j2 does: included, with the context as ``ifid``."""
+    env = report_env()
+    env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"page.html.j2": "<body>{% include 'ifid.html.j2' %}</body>"}),
+                                      env.loader])
     return env.get_template("page.html.j2").render(ifid=ctx)
 
 
