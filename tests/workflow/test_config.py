@@ -114,15 +114,12 @@ def test_reg_options_schema_lists_every_regulariser_option():
 
 
 def test_pretrained_entry_is_accepted_and_its_name_checked(demo, monkeypatch):
-    import latentbench.tokenizers as tokenizers
-
-    monkeypatch.setattr(tokenizers, "known_pretrained", lambda: ["SD-VAE", "VA-VAE"])
     demo["tokenizers"]["sdvae"] = {"family": "pretrained", "name": "sd_vae", "weights": "w/sd.safetensors",
                                    "label": "SD-VAE", "study_family": "zoo", "backbones": ["sit-demo"]}
     config = check_config(copy.deepcopy(demo))
     entry = config["tokenizers"]["sdvae"]
-    assert entry["latent_norm"] == "native" and "regularizer" not in entry  # no training defaults filled in
-    assert model_spec(entry) == {"family": "pretrained", "name": "sd_vae", "weights": "w/sd.safetensors", "latent_norm": "native"}
+    assert entry["latent_norm"] == "none" and "regularizer" not in entry  # raw posterior by default; no training defaults
+    assert model_spec(entry) == {"family": "pretrained", "name": "sd_vae", "weights": "w/sd.safetensors", "latent_norm": "none"}
     demo["tokenizers"]["sdvae"]["latent_norm"] = "bogus"
     with pytest.raises(ConfigError, match="tokenizers.sdvae.latent_norm: 'bogus' is not one of"):
         check_config(copy.deepcopy(demo))
