@@ -115,11 +115,11 @@ def _check_tokenizer(where: str, spec: dict[str, Any]) -> tuple[int, ...] | None
 
 def _check_backbone(where: str, backbone: dict[str, Any], tok: str, latent_shape: tuple[int, ...] | None) -> None:
     """The backbone's size/recipe build a config and its patch size tiles the tokenizer's latent grid."""
-    from latentbench.diffusion.recipes import backbone_config
+    from latentbench.diffusion.recipes import backbone_config, resolve_patch_size
 
     if latent_shape is None:
         return
-    patch = backbone["patch_size"]
+    patch = resolve_patch_size(backbone["patch_size"], latent_shape)
     grid = latent_shape[1:] if len(latent_shape) == 3 else latent_shape[:1]
     if any(g % patch for g in grid):
         raise ConfigError(

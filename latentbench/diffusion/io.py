@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from latentbench.diffusion.recipes import Recipe, build_backbone, get_recipe
+from latentbench.diffusion.recipes import resolve_patch_size, Recipe, build_backbone, get_recipe
 from latentbench.errors import InputError
 from latentbench.io import atomic_path
 
@@ -61,7 +61,8 @@ def load_diffusion(path: str | Path, device: torch.device | str = "cpu") -> tupl
     payload = torch.load(path, map_location="cpu", weights_only=False)
     bb = payload["backbone"]
     recipe = get_recipe(bb["recipe"])
-    model = build_backbone(bb["size"], recipe.name, tuple(payload["latent_shape"]), bb["patch_size"], num_classes=payload["num_classes"])
+    shape = tuple(payload["latent_shape"])
+    model = build_backbone(bb["size"], recipe.name, shape, resolve_patch_size(bb["patch_size"], shape), num_classes=payload["num_classes"])
     model.load_state_dict(payload["state_dict"])
     model.eval().requires_grad_(False).to(device)
     normalizer = LatentNormalizer(recipe.latent_norm, payload["channel_mean"], payload["channel_std"]).to(device)

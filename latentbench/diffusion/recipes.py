@@ -257,3 +257,14 @@ def build_backbone(
     parameters without allocating them.
     """
     return DiT(backbone_config(size, recipe, latent_shape, patch_size, num_classes, **overrides))
+
+
+def resolve_patch_size(patch_size: int | str, latent_shape: tuple[int, ...]) -> int:
+    """A backbone's patch size on ``latent_shape``; ``"auto"`` is the iFID paper's choice: patch 2 on
+    latent grids of 32 or more (f8 tokenizers, 32x32 at 256 px), 1 on 16x16 grids and on 1-D tokens
+    (spec models.md §1.8; iFID ``train.py`` trains SiT-*/2 on SD-VAE-like and SiT-*/1 on f16 latents)."""
+    if patch_size != "auto":
+        return int(patch_size)
+    if len(latent_shape) != 3:
+        return 1
+    return 2 if min(latent_shape[1:]) >= 32 else 1

@@ -13,7 +13,7 @@ from latentbench.device import compute_device
 from latentbench.diffusion import build_backbone
 from latentbench.diffusion.distributed import close_distributed, init_distributed
 from latentbench.diffusion.io import LatentNormalizer, load_diffusion, save_backbone
-from latentbench.diffusion.recipes import Recipe, get_recipe
+from latentbench.diffusion.recipes import resolve_patch_size, Recipe, get_recipe
 from latentbench.diffusion.samplers import partial_noise
 from latentbench.diffusion.samplers import sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion, world
@@ -77,7 +77,8 @@ def train_diffusion_job(
     opts = train_settings(recipe, backbone["size"], settings["diffusion_training"], settings["seed"], backbone.get("steps"))
     device = init_distributed()
     seed_everything(opts.seed)  # the initial weights are part of the run's determinism
-    model = build_backbone(backbone["size"], recipe.name, latent_shape, backbone["patch_size"], num_classes=num_classes)
+    patch = resolve_patch_size(backbone["patch_size"], latent_shape)
+    model = build_backbone(backbone["size"], recipe.name, latent_shape, patch, num_classes=num_classes)
     model.to(device)
     if settings["diffusion_training"]["compile"]:
         model.forward = torch.compile(model.forward)
