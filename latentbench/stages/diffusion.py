@@ -98,6 +98,12 @@ def train_diffusion_job(
 
 
 @torch.inference_mode()
+def decode_samples(vae, normalizer: LatentNormalizer, net: torch.nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """Images of samples ``u`` in the model's space: undo the in-model BN (``ifid_sit``'s
+    ``denormalize``; identity for the other recipes), then the recipe's normaliser, then decode."""
+    return vae.decode(normalizer.invert(net.denormalize(u).float()))
+
+
 def sample(
     settings: dict, model: str | Path, tokenizer: str | Path, feature_net: str | Path, scale: float, shard: int,
     out: str | Path, scores: str | Path, fdr6_plan: dict, fdr6_out: str | Path, grid: str | Path,
@@ -133,7 +139,7 @@ def sample(
         labels = (torch.arange(start, start + n) % payload["num_classes"]).to(device)  # class-balanced
         generator = torch.Generator().manual_seed(derive_seed(settings["seed"], "sample", scale, start))
         u = run_sampler(net, transport, (n, *latent_shape), labels, cfg_scale=scale, generator=generator, **options)
-        images = vae.decode(normalizer.invert(u.float()))
+        images = decode_samples(vae, normalizer, net, u)
         features, logits = extractor.features_and_logits(images)
         stats.update(features)
         inception_score.update(logits, start)
@@ -260,7 +266,8 @@ def gfid_t(
         stats = FeatureStats()
         for start in progress(range(0, len(cache), batch_size), desc=f"gFID(t={t:g})", unit="batch"):
             stop = min(start + batch_size, len(cache))
-            u = normalizer(cache.rows(start, stop, "sample", seed, "val").to(device))
+            # the model's space (recipe normaliser, then the in-model BN with its running stats, as training)
+            u = net.normalize(normalizer(cache.rows(start, stop, "sample", seed, "val").to(device)))
             generator = torch.Generator().manual_seed(derive_seed(seed, "gfid_t", t, start))
             x_t = partial_noise(transport, u, t, options["sample_shift"], generator)
             u0 = run_sampler(
@@ -268,7 +275,7 @@ def gfid_t(
                 method=settings["sampling"]["method"], cfg_scale=1.0, sample_shift=options["sample_shift"],
                 generator=generator, start=x_t, t_start=t,
             )
-            stats.update(extractor(vae.decode(normalizer.invert(u0.float()))))
+            stats.update(extractor(decode_samples(vae, normalizer, net, u0)))
         values.append(stats.fd(reference))
         log.info("gFID(t=%g) = %.4f (%d steps)", t, values[-1], steps)
     write_json(out, {"t": cfg["gfid_t_times"], "gfid_t": values, "time": "unshifted", "num_images": len(cache),
