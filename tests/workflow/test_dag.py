@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
-def snakemake(results: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(results: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     """The tiny study (tiny.yaml + the pretrained entries written beside ``results``) through Snakemake."""
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(results / "study.yaml"),
            "--config", f"results_dir={results}", *args]
