@@ -91,6 +91,7 @@ def test_model_pairs_follow_per_tokenizer_backbones(demo):
         (lambda c: c["tokenizers"]["vf"].update(reg_options={"vf_wieght": 1}), "tokenizers.vf.reg_options: Additional properties"),
         (lambda c: c["tokenizers"]["vf"].update(reg_options={"repa_hidden": 0.5}), "tokenizers.vf.reg_options.repa_hidden: 0.5 is not of type 'integer'"),
         (lambda c: c["backbones"]["sit-demo"].update(patch_size=3), "backbones.sit-demo.patch_size: 3 does not tile the 8x8 latent grid"),
+        (lambda c: c["backbones"]["sit-demo"].update(patch_size="autp"), "backbones.sit-demo.patch_size: 'autp' is not of type"),
         (lambda c: c["backbones"]["sit-demo"].update(size="XXL"), "backbones.sit-demo.size: 'XXL' is not one of"),
     ],
 )
@@ -102,6 +103,12 @@ def test_training_keys_fail_at_parse_time_naming_the_key(demo, edit, where):
     assert "\n" not in message
     assert message.startswith("config error at " + where.split(":")[0] + ":"), message
     assert where.split(": ", 1)[1] in message
+
+
+def test_backbone_patch_size_auto_is_accepted(demo):
+    # resolved per tokenizer where the backbone is built (recipes.resolve_patch_size): 1 on the demo's 8x8 grid
+    demo["backbones"]["sit-demo"]["patch_size"] = "auto"
+    assert check_config(demo)["backbones"]["sit-demo"]["patch_size"] == "auto"
 
 
 def test_reg_options_schema_lists_every_regulariser_option():

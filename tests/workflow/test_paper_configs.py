@@ -4,7 +4,8 @@ Cheap by design (no Snakemake run): each config goes through the one validator
 (latentbench.config.check_config), its job table is computed by latentbench.plan and compared
 with counts derived here from the papers' shapes, every compute_estimate entry is used, and what
 check_config cannot see for pretrained tokenizers (their latent shape is only known to the zoo)
-is checked here: each backbone's patch size tiles the latent of every tokenizer it is trained on.
+is checked here: each backbone's patch size (``auto`` resolved on the zoo's latent shape) tiles the
+latent of every tokenizer it is trained on.
 The full `snakemake -n` of each config was measured by hand (configs/README.md); test_scale.py
 checks plan.py against Snakemake's own job counts on the same DAG shape.
 """
@@ -20,8 +21,8 @@ import pytest
 import yaml
 
 from latentbench.config import load_config, model_pairs
-from latentbench.diffusion.recipes import backbone_config
-from latentbench.plan import RULE_FANOUT, job_counts, plan, training_gpu_hours
+from latentbench.diffusion.recipes import backbone_config, resolve_patch_size
+from latentbench.plan import RULE_FANOUT, flops_to_gpu_hours, job_counts, plan, training_gpu_hours
 from latentbench.report.paper_values import load_paper_table
 from latentbench.tokenizers.pretrained import zoo_row
 from latentbench.tokenizers.pretrained.base import canonical
@@ -81,10 +82,11 @@ def test_every_backbone_tiles_the_latents_it_is_trained_on(studies, name):
         spec, backbone = config["tokenizers"][tok], config["backbones"][bb]
         if spec["family"] == "pretrained":
             shape = zoo_row(spec["name"]).latent_shape
+            patch = resolve_patch_size(backbone["patch_size"], shape)
             # raises where the patch size does not tile the grid, or is not 1 on a 1-D latent
-            backbone_config(backbone["size"], backbone["recipe"], shape, backbone["patch_size"])
+            backbone_config(backbone["size"], backbone["recipe"], shape, patch)
             # 256 tokens everywhere but the two short 1-D tokenizers (SiT-*/1D, models.md §1.8)
-            tokens = shape[0] if len(shape) == 2 else (shape[1] // backbone["patch_size"]) * (shape[2] // backbone["patch_size"])
+            tokens = shape[0] if len(shape) == 2 else (shape[1] // patch) * (shape[2] // patch)
             assert tokens == 256 or (len(shape) == 2 and tokens in (64, 128)), (tok, bb, shape)
 
 
@@ -96,11 +98,13 @@ def test_ifid_study_is_table2_with_sit_b_and_xl(studies):
         row = zoo_row(spec["name"])
         assert canonical(key) in {canonical(a) for a in row.aliases}, key  # the zoo row behind the iFID name
         assert spec["latent_norm"] == "none"  # the ifid_sit SiT normalises with its own BatchNorm
-    assert {b["recipe"] for b in config["backbones"].values()} == {"ifid_sit"}
+    # one backbone per paper column (Table 3: SiT-B, SiT-XL), its patch chosen per tokenizer
+    assert {name: (b["size"], b["recipe"], b["patch_size"]) for name, b in config["backbones"].items()} == {
+        "sit-b": ("B", "ifid_sit", "auto"), "sit-xl": ("XL", "ifid_sit", "auto")}
     sizes = Counter(config["backbones"][b]["size"] for _, b in model_pairs(config))
     assert sizes == {"B": 12, "XL": 13}  # SiT-B skips RAE (spec §2.3)
     assert all(config["backbones"][b]["size"] == "XL" for t, b in model_pairs(config) if t == "RAE")
-    assert {config["backbones"][b]["size"] for b in config["ifid"]["gfid_t_backbones"]} == {"XL"}  # Table 1
+    assert config["ifid"]["gfid_t_backbones"] == ["sit-xl"]  # Table 1 is SiT-XL
     s = config["sampling"]
     assert s["num_samples"] == 50_000 and s["method"] == "sde" and s["steps"] == 250
     assert 1.0 in s["cfg_scales"] and any(w > 1.0 for w in s["cfg_scales"])  # w/o and w/ cfg
@@ -112,18 +116,45 @@ def test_ifid_study_is_table2_with_sit_b_and_xl(studies):
     assert ifid["alpha_grid"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # Table 5
 
 
-def test_ifid_training_hours_follow_from_flops(studies):
-    # 400k x 128 ifid_sit training per pair at TF32 (200 TFLOP/s); SiT fwd GFLOPs by token count (models.md §1.5)
+def test_ifid_models_are_the_readme_sit_configs(studies):
+    # Each (VAE, backbone) pair, named as the iFID README names the SiT it trains (spec A.6 sit_config:
+    # "SiT-XL/2" on 32x32 latents, "/1" on 16x16 grids, "/1D" on token latents), is the README's set.
     config = studies["ifid"]
-    fwd = {("B", 256): 45.9, ("XL", 256): 236.8, ("B", 64): 11.0, ("XL", 64): 57.6, ("B", 128): 22.3, ("XL", 128): 116.3}
-    expected = 0.0
+    readme = load_paper_table("ifid_readme_values").set_index("vae")["sit_config"]
+    names = {"QwenImage-VAE": "QW-VAE"}  # the README's spelling
+    ours: dict[str, set[str]] = {}
     for tok, bb in model_pairs(config):
         shape = zoo_row(config["tokenizers"][tok]["name"]).latent_shape
-        tokens = shape[0] if len(shape) == 2 else 256
-        expected += training_gpu_hours(fwd[config["backbones"][bb]["size"], tokens], 400_000, 128, effective_tflops=200.0)
-    got = next(r.gpu_hours for r in plan(config) if r.rule == "train_diffusion")
-    assert got == pytest.approx(expected, rel=0.01)
-    assert 600 < got < 800  # spec models.md §1.9: ≈400 H100-h bf16 for the whole study, ≈2x in TF32
+        backbone = config["backbones"][bb]
+        suffix = "1D" if len(shape) == 2 else str(resolve_patch_size(backbone["patch_size"], shape))
+        ours.setdefault(tok, set()).add(f"SiT-{backbone['size']}/{suffix}")
+    assert ours == {tok: set(readme[names.get(tok, tok)].split(";")) for tok in config["tokenizers"]}
+
+
+def test_ifid_sit_hours_follow_from_flops(studies):
+    # Per (VAE, backbone) pair at TF32 (200 TFLOP/s), SiT fwd GFLOPs by the token count at the resolved
+    # patch (models.md §1.5); decoder GFLOPs of the adapters and Inception 11.4 as the config header.
+    config = studies["ifid"]
+    fwd = {("B", 256): 45.9, ("XL", 256): 236.8, ("B", 64): 11.0, ("XL", 64): 57.6, ("B", 128): 22.3, ("XL", 128): 116.3}
+    decode = {"QwenImage-VAE": 706.0, "IN-VAE": 252.2, "VA-VAE": 252.2, "SOFT-VQ": 204.4, "MAE-TOK": 71.2,
+              "DE-TOK": 46.2, "DM-VAE": 622.5, "RAE": 221.6}  # the others: f8 SD-like decoders, 622.2-622.3
+    tf32 = 200.0
+    expected = Counter()
+    for tok, bb in model_pairs(config):
+        backbone = config["backbones"][bb]
+        shape = zoo_row(config["tokenizers"][tok]["name"]).latent_shape
+        patch = resolve_patch_size(backbone["patch_size"], shape)
+        tokens = shape[0] if len(shape) == 2 else (shape[1] // patch) * (shape[2] // patch)
+        f, d = fwd[backbone["size"], tokens], decode.get(tok, 622.2) + 11.4
+        expected["train_diffusion"] += training_gpu_hours(f, 400_000, 128, effective_tflops=tf32)
+        # 2 scales x 50k samples of 250 SDE steps, one forward at w = 1 and two at w = 1.5
+        expected["sample"] += flops_to_gpu_hours(50_000 * (250 * 3 * f + 2 * d) * 1e9, tf32)
+        if bb in config["ifid"]["gfid_t_backbones"]:  # 525 forwards and 5 decodes per val image
+            expected["gfid_t"] += flops_to_gpu_hours(50_000 * (525 * f + 5 * d) * 1e9, tf32)
+    got = {r.rule: r.gpu_hours for r in plan(config)}
+    for rule, hours in expected.items():
+        assert got[rule] == pytest.approx(hours, rel=0.005), rule
+    assert 600 < got["train_diffusion"] < 800  # spec models.md §1.9: ≈400 H100-h bf16 for the whole study, ≈2x in TF32
 
 
 def test_diffusability_study_is_table1_at_paper_size(studies):
