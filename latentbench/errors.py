@@ -23,3 +23,7 @@ class TrainingDiverged(LatentbenchError, FloatingPointError):
 
 class MissingInput(LatentbenchError, FileNotFoundError):
     """An input file a job needs does not exist (names it)."""
+
+
+class WeightsError(LatentbenchError, ValueError):
+    """A weights file that cannot be read or does not match its model (one line: file and first keys)."""

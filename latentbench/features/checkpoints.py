@@ -15,22 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from latentbench.weights_io import read_state
+
 __all__ = ["load_timm_weights", "read_state_dict"]
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file or a torch pickle (``weights_only``); ValueError names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (any reader failure means an unreadable file)
-        raise ValueError(f"{path}: unreadable weight file ({type(err).__name__}: {err})") from None
+    """Tensors of a ``.safetensors`` file or a torch checkpoint (latentbench.weights_io.read_state)."""
+    return read_state(path)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:

@@ -22,6 +22,7 @@ from latentbench.features.checkpoints import (
     read_state_dict,
 )
 from latentbench.features.foundation import FOUNDATION_SPECS, GRID, FoundationSpec
+from latentbench.weights_io import load_weights_file
 
 __all__ = ["FoundationEncoder", "build_foundation_encoder", "convert_mocov3", "foundation_weight_path"]
 
@@ -77,7 +78,7 @@ def _build(spec: FoundationSpec, path: Path | None) -> tuple[nn.Module, int, int
 
         model = timm.create_model(spec.model, pretrained=False, dynamic_img_size=True, **spec.kwargs)
         if path is not None:
-            state = convert_mocov3(read_state_dict(path)) if spec.convert == "mocov3" else None
+            state = convert_mocov3(load_weights_file(path)) if spec.convert == "mocov3" else None
             load_timm_weights(model, path, state)
         if not spec.final_norm:
             model.norm = nn.Identity()  # iREPA reads these encoders' tokens before their final norm

@@ -13,7 +13,7 @@ from latentbench.device import compute_device
 from latentbench.diffusion import build_backbone
 from latentbench.diffusion.distributed import close_distributed, init_distributed
 from latentbench.diffusion.io import LatentNormalizer, load_diffusion, save_backbone
-from latentbench.diffusion.recipes import resolve_patch_size, Recipe, get_recipe
+from latentbench.diffusion.recipes import Recipe, get_recipe, resolve_patch_size
 from latentbench.diffusion.samplers import partial_noise
 from latentbench.diffusion.samplers import sample as run_sampler
 from latentbench.diffusion.training import TrainSettings, train_diffusion, world

@@ -1,13 +1,13 @@
 """The §6 Spearman values of seesaw-notes §1, recomputed from the transcribed Table 5 with our correlation code."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from latentbench.analysis.correlation import correlate
+from latentbench.report.paper_values import PAPER_DIR
 
-TABLE5 = Path(__file__).resolve().parents[2] / "report" / "paper" / "seesaw_table5.csv"
+TABLE5 = PAPER_DIR / "seesaw_table5.csv"
 
 
 @pytest.fixture(scope="module")

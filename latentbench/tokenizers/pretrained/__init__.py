@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from latentbench.tokenizers import register_family
-from latentbench.tokenizers.pretrained.base import PretrainedTokenizer, ZooRow, canonical
+from latentbench.tokenizers.pretrained.base import (
+    PretrainedTokenizer,
+    ZooRow,
+    canonical,
+)
 
 # One module per architecture class of spec zoo.md §2 (import path relative to this package).
 ARCH_MODULES: tuple[str, ...] = (

@@ -4,13 +4,13 @@ normalisation at the adapter boundary and locating / reading a row's released fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
 import torch
 
 from latentbench.tokenizers.pretrained.base import WeightsError
+from latentbench.weights_io import read_state  # noqa: F401 (re-exported for the adapters)
 
 # torchvision / timm ImageNet statistics (timm.data.constants IMAGENET_DEFAULT_MEAN/STD); the RAE,
 # UAE, VTP and SVG preprocessors all use these values.
@@ -56,26 +56,6 @@ def weight_path(weights: Path, filename: str, main: bool = False) -> Path:
     return path
 
 
-def read_state(path: Path, key: str | None = None) -> Mapping[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` or torch file, unwrapped from ``key`` when given."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 (one line naming the file)
-        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
-    if key is not None:
-        if not isinstance(state, Mapping) or key not in state:
-            found = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-            raise WeightsError(f"{path}: expected the weights under key {key!r}, found {found}")
-        state = state[key]
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
 
 
 def zero_std(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,6 @@ with ``latent_norm: native``.
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Any
 
 import torch
 
-from latentbench.errors import LatentbenchError
+from latentbench.errors import LatentbenchError, WeightsError  # noqa: F401 (re-exported)
 from latentbench.tokenizers.base import Tokenizer, WeightRef, check_images
+from latentbench.weights_io import load_weights_file, read_state  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,6 @@ class PretrainedTokenizer(Tokenizer):
         return tuple(self.row.latent_shape)
 
 
-class WeightsError(LatentbenchError, ValueError):
-    """A released weights file that does not match its adapter (one line: file and first keys)."""
 
 
 def strict_load(
@@ -237,35 +235,6 @@ class GaussianAdapter(PretrainedTokenizer):
         return (self._decode(z) + 1.0) * 0.5
 
 
-def load_weights_file(path: Path | str) -> Any:
-    """The object stored in a released weights file, without a second in-memory copy.
-
-    ``.safetensors``: :func:`safetensors.torch.load_file`. Pickled torch files (``.pt``,
-    ``.pth``, ``.ckpt``) are memory-mapped (``torch.load(mmap=True)``): tensors stay backed by
-    the file until used, so dropping the parts an adapter does not need (a discriminator, a
-    foundation model) costs no memory. ``weights_only=True`` first; a file that pickles other
-    objects (Lightning / training checkpoints keep their hyper-parameters, argparse namespaces)
-    is re-read with ``weights_only=False`` and a warning: only load files from the manifest.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    for weights_only in (True, False):
-        try:
-            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
-        except pickle.UnpicklingError:
-            if not weights_only:
-                raise
-            log.warning("%s: holds non-tensor objects; loading it with weights_only=False", path)
-        except RuntimeError as exc:  # legacy (pre-zip) files cannot be memory-mapped
-            if "mmap" not in str(exc):
-                raise ValueError(f"{path}: not a readable torch file ({exc})") from None
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-    raise AssertionError("unreachable")
 
 
 def as_float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

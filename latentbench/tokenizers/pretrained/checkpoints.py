@@ -11,9 +11,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,42 +37,6 @@ def find_file(weights: Path, names: Iterable[str], what: str) -> Path:
     raise WeightsError(f"{weights}: no {what} found (looked for {', '.join(names)} in {folder})")
 
 
-def _torch_load(path: Path, weights_only: bool) -> Any:
-    try:  # memory-mapped where the file is a zip checkpoint (torch >= 1.6 default)
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-
-
-def read_torch_state(path: Path, key: str | None, allow_pickle: bool = False) -> Mapping[str, torch.Tensor]:
-    """The state dict stored under ``key`` (None: the whole file) of a ``torch.save`` file.
-
-    Read with ``weights_only=True`` (tensors and plain containers only). ``allow_pickle``: a
-    checkpoint that also pickles training objects (the upstream loaders read those with
-    ``weights_only=False``) is then read in full, with a warning naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        blob = _torch_load(path, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not allow_pickle:
-            raise WeightsError(f"{path}: holds objects other than tensors ({str(exc).splitlines()[0]})") from None
-        warnings.warn(f"{path}: holds pickled training objects; read with weights_only=False", stacklevel=2)
-        blob = _torch_load(path, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 (any unreadable file becomes one line naming it)
-        raise WeightsError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if key is not None:
-        if not isinstance(blob, Mapping) or key not in blob:
-            keys = list(blob)[:8] if isinstance(blob, Mapping) else type(blob).__name__
-            raise WeightsError(f"{path}: expected the state dict under key {key!r}, found {keys}")
-        blob = blob[key]
-    if not isinstance(blob, Mapping) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        raise WeightsError(f"{path}: {key or 'file'} is not a state dict of tensors")
-    return blob
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -45,8 +45,8 @@ from latentbench.tokenizers.pretrained.base import (
 from latentbench.tokenizers.pretrained.checkpoints import (
     find_file,
     read_tensor_pickle,
-    read_torch_state,
 )
+from latentbench.weights_io import read_state
 
 CHECKPOINT = "detok-BB-gamm3.0-m0.7-decoder_tuned.pth"
 STATS_FILE = "l-DeTok-stats.pkl"  # the repo's ``stats.pkl`` under its manifest name
@@ -337,7 +337,7 @@ def build(row: ZooRow, weights: Path | None) -> DeTokTokenizer:
         stats_path = find_file(ckpt, (STATS_FILE, "stats.pkl"), "DeTok latent statistics")
         with torch.device("meta"):
             net = DeTok(cfg)
-        strict_load(net, read_torch_state(ckpt, "model", allow_pickle=True), ckpt)
+        strict_load(net, read_state(ckpt, "model"), ckpt)
         tok = DeTokTokenizer(row, net, cfg)
         tok.set_stats(*read_stats(stats_path, cfg.token_channels))
     check_latent_shape(tok, cfg.latent_shape, weights)

@@ -19,12 +19,11 @@ K4 takes a video tensor ``(B, 3, T, H, W)``: images go in as T = 1 and the T axi
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import inspect
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

@@ -39,7 +39,8 @@ from latentbench.tokenizers.pretrained.base import (
     check_latent_shape,
     strict_load,
 )
-from latentbench.tokenizers.pretrained.checkpoints import find_file, read_torch_state
+from latentbench.tokenizers.pretrained.checkpoints import find_file
+from latentbench.weights_io import read_state
 
 CHECKPOINT = "dmvae-vae.pt"  # the repo's ``vae.pt`` under its manifest name
 LATENT_MEAN, LATENT_SCALE = 0.0685, 0.1763  # DM-VAE README: latent_mean, latent_scale
@@ -185,7 +186,7 @@ def build(row: ZooRow, weights: Path | None) -> DMVAETokenizer:
         path = find_file(weights, (CHECKPOINT, "vae.pt"), "DM-VAE checkpoint") if Path(weights).is_dir() else Path(weights)
         with torch.device("meta"):
             net = DMVAE(row.config)
-        strict_load(net, read_torch_state(path, row.config["state_key"], allow_pickle=True), path)
+        strict_load(net, read_state(path, row.config["state_key"]), path)
         tok = DMVAETokenizer(row, net)
     check_latent_shape(tok, tok.latent_shape, weights)
     return tok.eval()
