@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from latentbench.config import check_config, model_pairs, model_spec
+from latentbench.config import check_config, model_pairs, model_spec, seesaw_stand_ins
 from latentbench.tokenizers.pretrained import weights_path, zoo_row
 from latentbench.features.representations import fdr6_plan
 from latentbench.features.foundation import network_weights
@@ -68,6 +68,7 @@ wildcard_constraints:
     scale="[0-9.]+",
     shard="[0-9]+",
     images="[0-9]+",
+    condition="canny|depth",
 
 
 def as_json(obj):
@@ -144,3 +145,12 @@ def study_weights(wildcards):
                 str(input_path(entry, WEIGHTS_DIR))
             )
     return paths
+
+
+# The Tilted Seesaw jobs (rules/seesaw.smk), on with seesaw.enabled; the demo's stand-in
+# projectors (dense net + demo-cnn) in demo-cnn studies (seesaw.projectors: auto).
+SEESAW = config["seesaw"]["enabled"]
+SEESAW_STAND_INS = seesaw_stand_ins(config)
+PROBE_CONDITIONS = ["canny", "depth"] if SEESAW and config["seesaw"]["probe"]["enabled"] else []
+CONTROLNET_PAIRS = [(p["tokenizer"], p["backbone"]) for p in config["seesaw"]["controlnet"]["pairs"]] if SEESAW else []
+CONTROLNET_CONDITIONS = config["seesaw"]["controlnet"]["conditions"]

@@ -10,6 +10,8 @@ rule collect:
         baselines=expand(f"{RESULTS}/metrics/{{tok}}/baselines.json", tok=TOKENIZERS),
         trajectory=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json"),
         diffusion_loss=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json"),
+        drift=SEESAW_DRIFT,
+        probes=SEESAW_PROBES,
     output:
         f"{RESULTS}/metrics.csv",
     params:
@@ -52,6 +54,7 @@ rule report:
         ifid_variants=expand(f"{RESULTS}/metrics/{{tok}}/ifid_variants.json", tok=TOKENIZERS),
         gfid_t=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", GFID_T_PAIRS),
         trajectory=rules.collect.input.trajectory,
+        controlnet=SEESAW_CONTROLNET,
     output:
         f"{RESULTS}/report/index.html",
     params:
