@@ -12,8 +12,8 @@ grid of each tokenizer it is trained on. Errors are one line naming the key, e.g
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import jsonschema

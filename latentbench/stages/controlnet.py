@@ -187,10 +187,6 @@ def _sampling(recipe, shape: tuple[int, ...], settings: dict) -> dict[str, Any]:
     return options
 
 
-def _map_images(maps: np.ndarray) -> torch.Tensor:
-    return condition_rgb(maps)
-
-
 @torch.inference_mode()
 def controlnet_evaluate(
     settings: dict, condition: str, model: str | Path, tokenizer: str | Path, branch: str | Path, curves: str | Path,
@@ -240,8 +236,8 @@ def controlnet_evaluate(
     )
     training = {k: trained[k] for k in ("steps", "best_step", "best_value", "stopped_early", "metric")}
     write_json(out, {**record, **metrics, "projector": project.name, "cond_encoder": control.config.cond_encoder,
-                     "training": training, "hyperparameters": trained["hyperparameters"],
+                     "training": training, "branch": extra, "hyperparameters": trained["hyperparameters"],
                      "real_images": "val subset (eval_per_class per class)", "not_run": {}})
     n = min(8, len(generated))
-    save_grid([images_to_tensor(data["image"][:n]), _map_images(maps[:n]), images_to_tensor(generated[:n])], grid)
+    save_grid([images_to_tensor(data["image"][:n]), condition_rgb(maps[:n]), images_to_tensor(generated[:n])], grid)
     log.info("controlnet %s: FID %.3f, L1 %.4f", condition, metrics["fid"], metrics["l1"])

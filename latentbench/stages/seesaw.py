@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from latentbench.data.shards import ShardedSplit, images_to_tensor
+from latentbench.data.shards import ShardedSplit
 from latentbench.device import compute_device
 from latentbench.errors import InputError
-from latentbench.io import load_npy, read_json, write_json
+from latentbench.io import load_npy, write_json
 
 log = logging.getLogger(__name__)
 
