@@ -154,3 +154,15 @@ SEESAW_STAND_INS = seesaw_stand_ins(config)
 PROBE_CONDITIONS = ["canny", "depth"] if SEESAW and config["seesaw"]["probe"]["enabled"] else []
 CONTROLNET_PAIRS = [(p["tokenizer"], p["backbone"]) for p in config["seesaw"]["controlnet"]["pairs"]] if SEESAW else []
 CONTROLNET_CONDITIONS = config["seesaw"]["controlnet"]["conditions"]
+
+
+def stand_in_inputs(wildcards=None):
+    """The demo stand-ins' weight files (dense net, demo-cnn), or none with the paper's projectors."""
+    if not SEESAW_STAND_INS:
+        return {}
+    return {"dense": rules.dense_demo_net.output.weights, "demo_cnn": rules.feature_net.output.weights}
+
+
+def stand_in_flags(wildcards, input):
+    """The command-line flags naming the stand-ins' weights (empty with the paper's projectors)."""
+    return f"--dense {input.dense} --demo-cnn {input.demo_cnn}" if SEESAW_STAND_INS else ""

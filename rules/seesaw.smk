@@ -3,18 +3,6 @@
 # (no second decode), latent condition probes, ControlNet branches on the configured pairs.
 
 
-def stand_in_inputs(wildcards=None):
-    """The demo stand-ins' weight files (dense net, demo-cnn), or none with the paper's projectors."""
-    if not SEESAW_STAND_INS:
-        return {}
-    return {"dense": rules.dense_demo_net.output.weights, "demo_cnn": rules.feature_net.output.weights}
-
-
-def stand_in_flags(wildcards, input):
-    """The command-line flags naming the stand-ins' weights (empty with the paper's projectors)."""
-    return f"--dense {input.dense} --demo-cnn {input.demo_cnn}" if SEESAW_STAND_INS else ""
-
-
 rule dense_demo_net:
     input:
         train=rules.dataset.output.train,
