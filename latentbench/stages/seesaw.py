@@ -85,7 +85,7 @@ def reconstruction_pairs(val: str | Path, reconstructions: str | Path, batch_siz
     start = 0
     for batch in split.iter_batches(batch_size, ("image",)):
         x = batch["image"]
-        y = np.asarray(recon[start:start + len(x)])
+        y = np.array(recon[start:start + len(x)])  # a writable copy of the mapped rows
         if y.shape != x.shape:
             raise InputError(f"{reconstructions}: rows {start}.. have shape {y.shape[1:]}, images {x.shape[1:]}")
         yield x, y
