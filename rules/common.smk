@@ -166,3 +166,12 @@ def stand_in_inputs(wildcards=None):
 def stand_in_flags(wildcards, input):
     """The command-line flags naming the stand-ins' weights (empty with the paper's projectors)."""
     return f"--dense {input.dense} --demo-cnn {input.demo_cnn}" if SEESAW_STAND_INS else ""
+
+
+def seesaw_settings(*parts, sections=()):
+    """Like study_settings, with only the named ``seesaw`` keys (a job re-runs when those change;
+    the ControlNet pairs list is left out: adding a pair re-runs no existing job)."""
+    seesaw = {k: config["seesaw"][k] for k in ("projectors", *parts)}
+    if "controlnet" in seesaw:
+        seesaw["controlnet"] = {k: v for k, v in seesaw["controlnet"].items() if k != "pairs"}
+    return as_json({"seed": config["seed"], "seesaw": seesaw, **{k: config.get(k) for k in sections}})

@@ -11,7 +11,7 @@ rule dense_demo_net:
         weights=f"{RESULTS}/features/demo-dense.pt",
         summary=f"{RESULTS}/features/demo-dense.json",
     params:
-        settings=study_settings("seesaw"),
+        settings=seesaw_settings("dense_net"),
     threads: config["threads"]
     benchmark:
         f"{RESULTS}/benchmarks/dense_demo_net.tsv"
@@ -30,7 +30,7 @@ rule drift:
     output:
         f"{RESULTS}/metrics/{{tok}}/drift.json",
     params:
-        settings=study_settings("seesaw", "weights_dir"),
+        settings=seesaw_settings("conditions", "drift", "face_backend", "seg_input_order", sections=("weights_dir",)),
         stand_ins=stand_in_flags,
     threads: config["threads"]
     resources:
@@ -54,7 +54,7 @@ rule probe:
     output:
         f"{RESULTS}/metrics/{{tok}}/probe_{{condition}}.json",
     params:
-        settings=study_settings("seesaw", "weights_dir"),
+        settings=seesaw_settings("probe", "face_backend", "seg_input_order", sections=("weights_dir",)),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
         stand_ins=stand_in_flags,
     threads: config["threads"]
@@ -84,7 +84,7 @@ rule controlnet_train:
         branch=f"{RESULTS}/controlnet/{{tok}}/{{backbone}}/{{condition}}/branch.pt",
         curves=f"{RESULTS}/metrics/{{tok}}/{{backbone}}/controlnet_{{condition}}_curves.json",
     params:
-        settings=study_settings("seesaw", "weights_dir"),
+        settings=seesaw_settings("controlnet", "face_backend", "seg_input_order", sections=("weights_dir",)),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
         checkpoint=lambda w: f"{RESULTS}/controlnet/{w.tok}/{w.backbone}/{w.condition}/checkpoint.pt",
         stand_ins=stand_in_flags,
@@ -116,7 +116,9 @@ rule controlnet_evaluate:
         metrics=f"{RESULTS}/metrics/{{tok}}/{{backbone}}/controlnet_{{condition}}.json",
         grid=f"{RESULTS}/metrics/{{tok}}/{{backbone}}/controlnet_{{condition}}.png",
     params:
-        settings=study_settings("seesaw", "weights_dir", "feature_net", "sampling"),
+        settings=seesaw_settings(
+            "controlnet", "face_backend", "seg_input_order", sections=("weights_dir", "feature_net", "sampling")
+        ),
         stand_ins=stand_in_flags,
     threads: config["threads"]
     resources:
