@@ -16,6 +16,8 @@ file then holds only that message), never a number.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,6 @@ from latentbench.diffusion.controlnet import (
 )
 from latentbench.diffusion.io import load_diffusion
 from latentbench.errors import InputError
-from latentbench.images import save_grid
 from latentbench.io import atomic_path, read_json, write_json
 from latentbench.seeding import derive_seed
 from latentbench.stages.seesaw import SPATIAL_CONDITIONS, map_projector, project_maps
@@ -107,6 +108,15 @@ def select_rows(split: ShardedSplit, rows: np.ndarray, fields: tuple[str, ...] =
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def keyed_checkpoint(checkpoint: str | Path, settings: dict, condition: str, tokenizer: str | Path) -> Path:
+    """``checkpoint`` renamed with a key of what the branch trains on (settings, condition,
+    tokenizer file), which the library's run identity does not cover: a changed subset or
+    tokenizer never resumes a stale run."""
+    key = json.dumps({"settings": settings, "condition": condition, "tokenizer": str(tokenizer)}, sort_keys=True)
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}{path.suffix}")
+
+
 def _not_run_branch(path: str | Path, message: str) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"not_run": message}, tmp)
@@ -121,7 +131,7 @@ def controlnet_train(
 
     ``latents``: the tokenizer's cache folder (train posterior samples per step as the backbone
     trained; val posterior means for the validation rule). ``train`` / ``val``: split manifests.
-    ``checkpoint``: resumed if present. ``out``: the branch. ``curves``: training / validation
+    ``checkpoint``: resumed if present (keyed by the job's settings; removed once the branch is written). ``out``: the branch. ``curves``: training / validation
     curves, why it stopped and the hyper-parameter record beside the paper's Table 4.
     """
     from latentbench.latents import LatentCache, as_tensor
@@ -172,12 +182,14 @@ def controlnet_train(
                                    uint8_decoder(vae, normalizer), project, seed=derive_seed(seed, "controlnet-val-l1"))
     control = ControlDiT(net, config).to(device)
     opts = train_settings(cfg, seed, condition)
+    checkpoint = keyed_checkpoint(checkpoint, settings, condition, tokenizer)
     result = train_controlnet(control, transport, get_batch, len(rows), opts, checkpoint, validate, metric=cfg["val_metric"])
     record = hyperparameter_record(opts, config, net.config.depth, len(rows), result)
     extra = {"condition": condition, "projector": project.name, "train_images": len(rows)}
     save_branch(out, control, extra)
     write_json(curves, {**result.to_json(), **extra, "cond_encoder": config.cond_encoder, "hyperparameters": record,
                         "not_run": {}})
+    checkpoint.unlink(missing_ok=True)  # the branch is the product; a rerun trains afresh
 
 
 def _sampling(recipe, shape: tuple[int, ...], settings: dict) -> dict[str, Any]:
@@ -201,6 +213,7 @@ def controlnet_evaluate(
     ``grid``: originals, their condition maps and the controlled samples (Fig. 4).
     """
     from latentbench.features import load_feature_extractor
+    from latentbench.images import save_grid  # torchvision: imported by the one job that draws
 
     cfg, seed = settings["seesaw"]["controlnet"], settings["seed"]
     device = compute_device()
