@@ -177,3 +177,14 @@ def test_dry_run_counts_the_seesaw_jobs():
     config["seesaw"]["enabled"] = False
     counts = job_counts(config)
     assert all(counts[r] == 0 for r in ("drift", "probe", "dense_demo_net", "controlnet_train", "controlnet_evaluate"))
+
+
+def test_controlnet_checkpoint_is_keyed_by_what_it_trains_on(tmp_path):
+    from latentbench.stages.controlnet import keyed_checkpoint
+
+    ck = tmp_path / "checkpoint.pt"
+    a = keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 400}}}, "canny", "tok.pt")
+    assert a.parent == tmp_path and a.suffix == ".pt" and a.name.startswith("checkpoint-")
+    assert a == keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 400}}}, "canny", "tok.pt")
+    assert a != keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 1000}}}, "canny", "tok.pt")
+    assert a != keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 400}}}, "depth", "tok.pt")
