@@ -98,6 +98,9 @@ def _check_seesaw(config: dict[str, Any]) -> None:
         if (pair["tokenizer"], pair["backbone"]) not in pairs:
             raise ConfigError(f"config error at seesaw.controlnet.pairs[{i}]: ({pair['tokenizer']}, {pair['backbone']}) "
                               "is not a trained (tokenizer, backbone) pair of the study")
+    unknown = sorted(set(seesaw["probe"]["tokenizers"] or ()) - set(config["tokenizers"]))
+    if unknown:
+        raise ConfigError(f"config error at seesaw.probe.tokenizers: {', '.join(unknown)} not in tokenizers")
     if seesaw["projectors"] == "demo" and (config["feature_net"]["name"] != "demo-cnn" or config["data"]["kind"] != "synthetic"):
         raise ConfigError("config error at seesaw.projectors: the demo stand-ins need feature_net demo-cnn and synthetic data")
     if seesaw_stand_ins(config) and seesaw["enabled"] and config["data"]["kind"] != "synthetic":

@@ -145,6 +145,8 @@ def rule_values(name: str, config: Mapping[str, Any]) -> dict[str, list[str]]:
         on = bool(seesaw.get("enabled"))
         values["dense_net"] = ["demo-dense"] if on and seesaw_stand_ins(config) else []
         values["tok"] = values["tok"] if on else []
+        if on and name == "probe" and seesaw["probe"].get("tokenizers"):
+            values["tok"] = sorted(seesaw["probe"]["tokenizers"])
         values["condition"] = (
             list(seesaw["controlnet"]["conditions"]) if name.startswith("controlnet")
             else ["canny", "depth"] if on and seesaw["probe"]["enabled"] else []

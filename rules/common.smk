@@ -152,6 +152,7 @@ def study_weights(wildcards):
 SEESAW = config["seesaw"]["enabled"]
 SEESAW_STAND_INS = seesaw_stand_ins(config)
 PROBE_CONDITIONS = ["canny", "depth"] if SEESAW and config["seesaw"]["probe"]["enabled"] else []
+PROBE_TOKENIZERS = sorted(config["seesaw"]["probe"]["tokenizers"] or TOKENIZERS)
 CONTROLNET_PAIRS = [(p["tokenizer"], p["backbone"]) for p in config["seesaw"]["controlnet"]["pairs"]] if SEESAW else []
 CONTROLNET_CONDITIONS = config["seesaw"]["controlnet"]["conditions"]
 

@@ -136,7 +136,7 @@ rule controlnet_evaluate:
 
 # The Seesaw outputs the report reads (none when seesaw.enabled is off).
 SEESAW_DRIFT = expand(f"{RESULTS}/metrics/{{tok}}/drift.json", tok=TOKENIZERS) if SEESAW else []
-SEESAW_PROBES = expand(f"{RESULTS}/metrics/{{tok}}/probe_{{condition}}.json", tok=TOKENIZERS, condition=PROBE_CONDITIONS)
+SEESAW_PROBES = expand(f"{RESULTS}/metrics/{{tok}}/probe_{{condition}}.json", tok=PROBE_TOKENIZERS, condition=PROBE_CONDITIONS)
 SEESAW_CONTROLNET = [
     f"{RESULTS}/metrics/{tok}/{bb}/controlnet_{c}.{ext}"
     for tok, bb in CONTROLNET_PAIRS

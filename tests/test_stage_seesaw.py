@@ -162,6 +162,10 @@ def test_config_checks_controlnet_pairs_and_stand_ins():
     with pytest.raises(ConfigError, match=r"seesaw.controlnet.pairs\[0\]"):
         check_config(bad)
     bad = copy.deepcopy(base)
+    bad["seesaw"]["probe"]["tokenizers"] = ["nope"]
+    with pytest.raises(ConfigError, match="seesaw.probe.tokenizers: nope"):
+        check_config(bad)
+    bad = copy.deepcopy(base)
     bad["seesaw"]["projectors"] = "demo"
     bad["feature_net"] = {"name": "inception-v3-compat"}
     with pytest.raises(ConfigError, match="seesaw.projectors"):
@@ -172,7 +176,8 @@ def test_dry_run_counts_the_seesaw_jobs():
     config = check_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
     counts = job_counts(config)
     n_tok = len(config["tokenizers"])
-    assert counts["drift"] == n_tok and counts["probe"] == 2 * n_tok and counts["dense_demo_net"] == 1
+    assert counts["drift"] == n_tok and counts["dense_demo_net"] == 1
+    assert counts["probe"] == 2 * len(config["seesaw"]["probe"]["tokenizers"])
     assert counts["controlnet_train"] == counts["controlnet_evaluate"] == 2 * 2  # two pairs x (canny, depth)
     config["seesaw"]["enabled"] = False
     counts = job_counts(config)
