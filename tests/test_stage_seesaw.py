@@ -19,14 +19,16 @@ from latentbench.data.shards import write_split
 from latentbench.errors import InputError
 from latentbench.io import read_json, write_json
 from latentbench.plan import job_counts
-from latentbench.stages.controlnet import control_config, select_rows
+from latentbench.stages.controlnet import control_config
 from latentbench.stages.metrics import ReconstructionWriter, to_uint8
 from latentbench.stages.report import seesaw_columns
 from latentbench.stages.seesaw import (
     drift_job,
+    maps_to_uint8,
     probe_splits,
     projector_config,
     reconstruction_pairs,
+    select_rows,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,3 +195,17 @@ def test_controlnet_checkpoint_is_keyed_by_what_it_trains_on(tmp_path):
     assert a == keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 400}}}, "canny", "tok.pt")
     assert a != keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 1000}}}, "canny", "tok.pt")
     assert a != keyed_checkpoint(ck, {"seesaw": {"controlnet": {"train_images": 400}}}, "depth", "tok.pt")
+
+
+def test_select_rows_projects_shard_by_shard_to_lossless_uint8_maps(tmp_path):
+    from latentbench.data.shards import ShardedSplit
+    from latentbench.drift.projectors.canny import CannyProjector
+
+    split = ShardedSplit(_split(tmp_path).parent)
+    project = CannyProjector()
+    got = select_rows(split, np.array([1, 8, 5]), ("image", "label"), project=project)
+    assert set(got) == {"map", "label"} and got["map"].dtype == np.uint8
+    every = split.load_all(("image",))["image"]
+    np.testing.assert_array_equal(got["map"].astype(np.float32) / 255, project(every[[1, 5, 8]]))
+    depth_like = np.arange(256, dtype=np.float32) / 255  # the paper's normalised depth: k / 255
+    np.testing.assert_array_equal(maps_to_uint8(depth_like).astype(np.float32) / 255, depth_like)

@@ -47,7 +47,13 @@ from latentbench.diffusion.io import load_diffusion
 from latentbench.errors import InputError
 from latentbench.io import atomic_path, read_json, write_json
 from latentbench.seeding import derive_seed
-from latentbench.stages.seesaw import SPATIAL_CONDITIONS, map_projector, project_maps
+from latentbench.stages.seesaw import (
+    SPATIAL_CONDITIONS,
+    map_projector,
+    maps_to_uint8,
+    project_maps,
+    select_rows,
+)
 from latentbench.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -82,30 +88,30 @@ def uint8_decoder(vae, normalizer):
     return decode
 
 
-@torch.no_grad()
-def branch_inputs(maps: np.ndarray, config: ControlConfig, vae, normalizer, device, batch_size: int = 256) -> torch.Tensor:
-    """The branch's condition input for maps (N, H, W) in [0, 1]: the map itself (``conv``), or the
-    map rendered as an image and encoded by the frozen tokenizer (posterior mean), normalised like
-    the latents the backbone trained on (``ae``). On the CPU."""
-    if config.cond_encoder == "conv":
-        return condition_input(maps)
-    parts = []
-    for s in range(0, len(maps), batch_size):
-        z = vae.encode(condition_rgb(maps[s:s + batch_size]).to(device), sample=False)
-        parts.append(normalizer(z).float().cpu())
-    return torch.cat(parts)
+class BranchInputs:
+    """The branch's condition input per image from uint8 maps (N, H, W): the map itself in [0, 1]
+    (``conv``; kept as uint8 and converted per batch), or the map rendered as an image and encoded
+    by the frozen tokenizer (posterior mean), normalised like the latents the backbone trained on
+    (``ae``; encoded once). Indexing gives float32 CPU tensors."""
 
+    @torch.no_grad()
+    def __init__(self, maps: np.ndarray, config: ControlConfig, vae, normalizer, device, batch_size: int = 256) -> None:
+        self.maps = torch.from_numpy(np.ascontiguousarray(maps))
+        self.latents = None
+        if config.cond_encoder == "ae":
+            parts = []
+            for s in range(0, len(maps), batch_size):
+                z = vae.encode(condition_rgb(self.maps[s:s + batch_size].float() / 255).to(device), sample=False)
+                parts.append(normalizer(z).float().cpu())
+            self.latents = torch.cat(parts)
 
-def select_rows(split: ShardedSplit, rows: np.ndarray, fields: tuple[str, ...] = ("image",)) -> dict[str, np.ndarray]:
-    """The sorted ``rows`` of a split, streamed shard by shard (memory holds the subset only)."""
-    rows = np.sort(np.asarray(rows))
-    parts, start = [], 0
-    for shard in split.iter_shards(fields):
-        n = len(next(iter(shard.values())))
-        keep = rows[(rows >= start) & (rows < start + n)] - start
-        parts.append({k: v[keep] for k, v in shard.items()})
-        start += n
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if self.latents is not None:
+            return self.latents[idx]
+        return condition_input(self.maps[idx].float() / 255)
 
 
 def keyed_checkpoint(checkpoint: str | Path, settings: dict, condition: str, tokenizer: str | Path) -> Path:
@@ -154,10 +160,9 @@ def controlnet_train(
     if cfg["train_images"] is not None and cfg["train_images"] < len(rows):
         rng = np.random.default_rng(derive_seed(seed, "controlnet-train-subset"))
         rows = np.sort(rng.permutation(len(rows))[: cfg["train_images"]])
-    picked = select_rows(train_split, rows, ("image", "label"))
-    maps = project_maps(project, picked["image"])
-    config = control_config(cfg, picked["image"].shape[1:3])
-    cond_all = branch_inputs(maps, config, vae, normalizer, device)
+    picked = select_rows(train_split, rows, ("image", "label"), project=project)  # uint8 maps, streamed
+    config = control_config(cfg, picked["map"].shape[1:3])
+    cond_all = BranchInputs(picked["map"], config, vae, normalizer, device)
     labels = torch.from_numpy(picked["label"].astype(np.int64))
     mean, std = as_tensor(cache.mean), as_tensor(cache.std)
     shape = tuple(payload["latent_shape"])
@@ -169,9 +174,9 @@ def controlnet_train(
         return cpu_norm(z), labels[idx], cond_all[idx]
 
     val_rows = per_class_subset(val_split.labels(), cfg["val_per_class"], derive_seed(seed, "controlnet-validation"))
-    val_data = select_rows(val_split, val_rows, ("image", "label"))
-    val_maps = project_maps(project, val_data["image"])
-    val_cond = branch_inputs(val_maps, config, vae, normalizer, device)
+    val_data = select_rows(val_split, val_rows, ("image", "label"), project=project)
+    val_maps = val_data["map"].astype(np.float32) / 255
+    val_cond = BranchInputs(val_data["map"], config, vae, normalizer, device)[:]
     val_labels = torch.from_numpy(val_data["label"].astype(np.int64))
     transport = recipe.transport(shape)
     if cfg["val_metric"] == "val_loss":
@@ -241,7 +246,7 @@ def controlnet_evaluate(
         return extractor(images_to_tensor(images).to(device))
 
     maps = project_maps(project, data["image"])
-    cond = branch_inputs(maps, control.config, vae, normalizer, device)
+    cond = BranchInputs(maps_to_uint8(maps), control.config, vae, normalizer, device)[:]
     labels = torch.from_numpy(data["label"].astype(np.int64))
     shape = tuple(meta["latent_shape"])
     real = image_feature_stats(data["image"], feature_fn)

@@ -74,6 +74,29 @@ def project_maps(project, images: np.ndarray, batch_size: int = 256) -> np.ndarr
                            for s in range(0, len(images), batch_size)])
 
 
+def maps_to_uint8(maps: np.ndarray) -> np.ndarray:
+    """Condition maps in [0, 1] as uint8 0..255 (lossless for Canny's {0, 1} and the paper's
+    normalised depth, both k / 255): a quarter of the memory of float32."""
+    return np.clip(np.rint(np.asarray(maps, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def select_rows(split: ShardedSplit, rows: np.ndarray, fields: tuple[str, ...] = ("image",), project=None) -> dict[str, np.ndarray]:
+    """The sorted ``rows`` of a split, streamed shard by shard (memory holds the subset only);
+    with ``project`` the images are replaced by their uint8 condition maps (``"map"``) shard by
+    shard, so the subset's images are never all in memory."""
+    rows = np.sort(np.asarray(rows))
+    parts, start = [], 0
+    for shard in split.iter_shards(fields):
+        n = len(next(iter(shard.values())))
+        keep = rows[(rows >= start) & (rows < start + n)] - start
+        part = {k: v[keep] for k, v in shard.items()}
+        if project is not None:
+            part["map"] = maps_to_uint8(project_maps(project, part.pop("image")))
+        parts.append(part)
+        start += n
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def reconstruction_pairs(val: str | Path, reconstructions: str | Path, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(originals, reconstructions) uint8 NHWC batches: the val shards beside the memory-mapped
     reconstructions (rows in split order); a count or shape mismatch raises naming the file."""
@@ -202,13 +225,11 @@ def probe_job(settings: dict, condition: str, latents: str | Path, train: str | 
     train_split, val_split = ShardedSplit(Path(train).parent), ShardedSplit(Path(val).parent)
     if len(train_split) != len(train_mean) or len(val_split) != len(val_mean):
         raise InputError(f"{latents}: latent counts differ from the splits' images; re-encode")
-    images = train_split.load_all(("image",))["image"]
-    rows = np.sort(np.concatenate([fit, early]))
-    targets = np.zeros((len(images), *images.shape[1:3]), np.float32)
-    targets[rows] = project_maps(project, images[rows])
-    test_targets = np.concatenate([project_maps(project, b["image"]) for b in val_split.iter_batches(500, ("image",))])
+    fit_maps = select_rows(train_split, fit, project=project)["map"]  # uint8 targets, streamed
+    early_maps = select_rows(train_split, early, project=project)["map"]
+    test_maps = select_rows(val_split, np.arange(len(val_split)), project=project)["map"]
     model, result = train_probe(
-        (train_mean[fit], targets[fit]), (train_mean[early], targets[early]), (val_mean, test_targets),
+        (train_mean[fit], fit_maps), (train_mean[early], early_maps), (val_mean, test_maps),
         task=condition, widths=tuple(cfg["widths"]), lr=cfg["lr"], batch_size=cfg["batch_size"],
         max_epochs=cfg["max_epochs"], patience=cfg["patience"], seed=seed, device=device, log=log.info,
     )
