@@ -209,3 +209,16 @@ def test_select_rows_projects_shard_by_shard_to_lossless_uint8_maps(tmp_path):
     np.testing.assert_array_equal(got["map"].astype(np.float32) / 255, project(every[[1, 5, 8]]))
     depth_like = np.arange(256, dtype=np.float32) / 255  # the paper's normalised depth: k / 255
     np.testing.assert_array_equal(maps_to_uint8(depth_like).astype(np.float32) / 255, depth_like)
+
+
+def test_branch_inputs_conv_keeps_uint8_and_gives_float_maps():
+    from latentbench.diffusion.controlnet import ControlConfig
+    from latentbench.stages.controlnet import BranchInputs
+
+    maps = np.random.default_rng(0).integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    inputs = BranchInputs(maps, ControlConfig(cond_encoder="conv", cond_size=(32, 32), conv_widths=(8, 16, 32)),
+                          None, None, "cpu")
+    x = inputs[torch.tensor([0, 3])]
+    assert x.shape == (2, 1, 32, 32) and x.dtype == torch.float32 and inputs.maps.dtype == torch.uint8
+    torch.testing.assert_close(x[1, 0], torch.from_numpy(maps[3]).float() / 255)
+    assert inputs[:].shape == (5, 1, 32, 32) and len(inputs) == 5
