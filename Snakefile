@@ -17,6 +17,7 @@ include: "rules/tokenizers.smk"
 include: "rules/latents.smk"
 include: "rules/diffusion.smk"
 include: "rules/metrics.smk"
+include: "rules/seesaw.smk"
 include: "rules/report.smk"
 include: "rules/weights.smk"
 

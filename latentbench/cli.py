@@ -56,6 +56,11 @@ COMMANDS: dict[str, str] = {
     "correlate": "latentbench.stages.report:correlate_study",
     "report": "latentbench.report.render:render_report",
     "fetch-weights": "latentbench.stages.weights:fetch_weights",
+    "dense-demo-net": "latentbench.stages.seesaw:dense_demo_net",
+    "drift": "latentbench.stages.seesaw:drift_job",
+    "probe": "latentbench.stages.seesaw:probe_job",
+    "controlnet-train": "latentbench.stages.controlnet:controlnet_train",
+    "controlnet-evaluate": "latentbench.stages.controlnet:controlnet_evaluate",
 }
 # Flag names that differ from the parameter name, for functions whose owners keep another name
 # (the report stage's ``metrics_csv`` is ``--metrics`` in rules/report.smk).

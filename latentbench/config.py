@@ -79,7 +79,33 @@ def check_config(config: dict) -> dict:
         latent_shape = _check_tokenizer(f"tokenizers.{tok}", spec)
         for bb in tokenizer_backbones(spec, config["backbones"]):
             _check_backbone(f"backbones.{bb}", config["backbones"][bb], tok, latent_shape)
+    _check_seesaw(config)
     return config
+
+
+def seesaw_stand_ins(config: dict[str, Any]) -> bool:
+    """Whether the Seesaw jobs use the demo's stand-in projectors (``seesaw.projectors``; auto =
+    demo-cnn studies)."""
+    choice = config["seesaw"]["projectors"]
+    return choice == "demo" or (choice == "auto" and config["feature_net"]["name"] == "demo-cnn")
+
+
+def _check_seesaw(config: dict[str, Any]) -> None:
+    """ControlNet pairs must be trained pairs; the stand-ins need demo-cnn and synthetic ground truth."""
+    seesaw = config["seesaw"]
+    pairs = set(model_pairs(config))
+    for i, pair in enumerate(seesaw["controlnet"]["pairs"]):
+        if (pair["tokenizer"], pair["backbone"]) not in pairs:
+            raise ConfigError(f"config error at seesaw.controlnet.pairs[{i}]: ({pair['tokenizer']}, {pair['backbone']}) "
+                              "is not a trained (tokenizer, backbone) pair of the study")
+    unknown = sorted(set(seesaw["probe"]["tokenizers"] or ()) - set(config["tokenizers"]))
+    if unknown:
+        raise ConfigError(f"config error at seesaw.probe.tokenizers: {', '.join(unknown)} not in tokenizers")
+    if seesaw["projectors"] == "demo" and (config["feature_net"]["name"] != "demo-cnn" or config["data"]["kind"] != "synthetic"):
+        raise ConfigError("config error at seesaw.projectors: the demo stand-ins need feature_net demo-cnn and synthetic data")
+    if seesaw_stand_ins(config) and seesaw["enabled"] and config["data"]["kind"] != "synthetic":
+        raise ConfigError("config error at seesaw.projectors: auto picks the demo stand-ins (demo-cnn), which need "
+                          "synthetic data's depth/seg ground truth; set seesaw.projectors: paper")
 
 
 def _check_tokenizer(where: str, spec: dict[str, Any]) -> tuple[int, ...] | None:

@@ -67,6 +67,12 @@ RULE_FANOUT: dict[str, tuple[str, ...]] = {
     "diffusion_loss": ("tok", "backbone"),
     "trajectory_metrics": ("tok", "backbone"),
     "gfid_t": ("tok", "backbone"),
+    # Seesaw (rules/seesaw.smk): none unless seesaw.enabled; controlnet_* over seesaw.controlnet.pairs
+    "dense_demo_net": ("dense_net",),
+    "drift": ("tok",),
+    "probe": ("tok", "condition"),
+    "controlnet_train": ("tok", "backbone", "condition"),
+    "controlnet_evaluate": ("tok", "backbone", "condition"),
     "collect": (),
     "correlate": (),
     "report": (),
@@ -138,7 +144,34 @@ def rule_values(name: str, config: Mapping[str, Any]) -> dict[str, list[str]]:
     if name in ("train_tokenizer", "pretrained_tokenizer"):
         pretrained = name == "pretrained_tokenizer"
         values["tok"] = [t for t in values["tok"] if (config["tokenizers"][t]["family"] == "pretrained") == pretrained]
+    seesaw = config.get("seesaw") or {}
+    if name in SEESAW_RULES:  # rules/common.smk SEESAW, SEESAW_STAND_INS, PROBE_CONDITIONS
+        from latentbench.config import seesaw_stand_ins
+
+        on = bool(seesaw.get("enabled"))
+        values["dense_net"] = ["demo-dense"] if on and seesaw_stand_ins(config) else []
+        values["tok"] = values["tok"] if on else []
+        if on and name == "probe" and seesaw["probe"].get("tokenizers"):
+            values["tok"] = sorted(seesaw["probe"]["tokenizers"])
+        values["condition"] = (
+            list(seesaw["controlnet"]["conditions"]) if name.startswith("controlnet")
+            else ["canny", "depth"] if on and seesaw["probe"]["enabled"] else []
+        )
     return values
+
+
+SEESAW_RULES = frozenset({"dense_demo_net", "drift", "probe", "controlnet_train", "controlnet_evaluate"})
+
+
+def rule_pairs(name: str, config: Mapping[str, Any], backbones: list[str]) -> list[tuple[str, str]]:
+    """The (tokenizer, backbone) pairs a paired rule runs on: the ControlNet rules' configured pairs
+    (rules/common.smk CONTROLNET_PAIRS), else every trained pair."""
+    if name.startswith("controlnet"):
+        seesaw = config.get("seesaw") or {}
+        if not seesaw.get("enabled"):
+            return []
+        return [(p["tokenizer"], p["backbone"]) for p in seesaw["controlnet"]["pairs"] if p["backbone"] in backbones]
+    return model_pairs(config, backbones)
 
 
 def jobs_per_value(name: str, config: Mapping[str, Any], wildcard: str | None = None) -> dict[str, int]:
@@ -150,7 +183,7 @@ def jobs_per_value(name: str, config: Mapping[str, Any], wildcard: str | None = 
     """
     fanout, values = RULE_FANOUT[name], rule_values(name, config)
     paired = "tok" in fanout and "backbone" in fanout
-    pairs = model_pairs(config, values["backbone"]) if paired else []
+    pairs = rule_pairs(name, config, values["backbone"]) if paired else []
     factors = [w for w in fanout if not (paired and w in ("tok", "backbone"))]
     if wildcard is None or wildcard not in fanout:
         return {"": (len(pairs) if paired else 1) * math.prod(len(values[w]) for w in factors)}

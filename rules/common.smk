@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from latentbench.config import check_config, model_pairs, model_spec
+from latentbench.config import check_config, model_pairs, model_spec, seesaw_stand_ins
 from latentbench.tokenizers.pretrained import weights_path, zoo_row
 from latentbench.features.representations import fdr6_plan
 from latentbench.features.foundation import network_weights
@@ -68,6 +68,7 @@ wildcard_constraints:
     scale="[0-9.]+",
     shard="[0-9]+",
     images="[0-9]+",
+    condition="canny|depth",
 
 
 def as_json(obj):
@@ -144,3 +145,34 @@ def study_weights(wildcards):
                 str(input_path(entry, WEIGHTS_DIR))
             )
     return paths
+
+
+# The Tilted Seesaw jobs (rules/seesaw.smk), on with seesaw.enabled; the demo's stand-in
+# projectors (dense net + demo-cnn) in demo-cnn studies (seesaw.projectors: auto).
+SEESAW = config["seesaw"]["enabled"]
+SEESAW_STAND_INS = seesaw_stand_ins(config)
+PROBE_CONDITIONS = ["canny", "depth"] if SEESAW and config["seesaw"]["probe"]["enabled"] else []
+PROBE_TOKENIZERS = sorted(config["seesaw"]["probe"]["tokenizers"] or TOKENIZERS)
+CONTROLNET_PAIRS = [(p["tokenizer"], p["backbone"]) for p in config["seesaw"]["controlnet"]["pairs"]] if SEESAW else []
+CONTROLNET_CONDITIONS = config["seesaw"]["controlnet"]["conditions"]
+
+
+def stand_in_inputs(wildcards=None):
+    """The demo stand-ins' weight files (dense net, demo-cnn), or none with the paper's projectors."""
+    if not SEESAW_STAND_INS:
+        return {}
+    return {"dense": rules.dense_demo_net.output.weights, "demo_cnn": rules.feature_net.output.weights}
+
+
+def stand_in_flags(wildcards, input):
+    """The command-line flags naming the stand-ins' weights (empty with the paper's projectors)."""
+    return f"--dense {input.dense} --demo-cnn {input.demo_cnn}" if SEESAW_STAND_INS else ""
+
+
+def seesaw_settings(*parts, sections=()):
+    """Like study_settings, with only the named ``seesaw`` keys (a job re-runs when those change;
+    the ControlNet pairs list is left out: adding a pair re-runs no existing job)."""
+    seesaw = {k: config["seesaw"][k] for k in ("projectors", *parts)}
+    if "controlnet" in seesaw:
+        seesaw["controlnet"] = {k: v for k, v in seesaw["controlnet"].items() if k != "pairs"}
+    return as_json({"seed": config["seed"], "seesaw": seesaw, **{k: config.get(k) for k in sections}})

@@ -17,9 +17,12 @@ rule reconstruction_metrics:
     output:
         metrics=f"{RESULTS}/metrics/{{tok}}/reconstruction.json",
         strip=f"{RESULTS}/metrics/{{tok}}/interpolation.png",
+        # the val reconstructions for the Seesaw drift job (uint8 memory map; removed once it ran)
+        **({"reconstructions": temp(f"{RESULTS}/metrics/{{tok}}/val_reconstructions.npy")} if SEESAW else {}),
     params:
         settings=study_settings("ifid", "reconstruction", "metrics", "weights_dir", "feature_net"),
         latents=lambda w: f"{RESULTS}/latents/{w.tok}",
+        reconstructions=lambda w, output: f"--reconstructions {output.reconstructions}" if SEESAW else "",
     threads: config["threads"]
     resources:
         gpu=INFERENCE_GPUS,
@@ -31,7 +34,7 @@ rule reconstruction_metrics:
         "latentbench reconstruction-metrics --tokenizer {input.tokenizer} --val {input.val} "
         "--latents {params.latents} --feature-net {input.weights} "
         "--val-stats {input.val_stats} --settings {params.settings:q} --threads {threads} "
-        "--out {output.metrics} --strip {output.strip} > {log} 2>&1"
+        "--out {output.metrics} --strip {output.strip} {params.reconstructions} > {log} 2>&1"
 
 
 rule diffusion_loss:

@@ -12,6 +12,8 @@ rule collect:
         baselines=expand(f"{RESULTS}/metrics/{{tok}}/baselines.json", tok=TOKENIZERS),
         trajectory=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/trajectory.json"),
         diffusion_loss=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/diffusion_loss.json"),
+        drift=SEESAW_DRIFT,
+        probes=SEESAW_PROBES,
     output:
         report(f"{RESULTS}/metrics.csv", caption="captions/metrics.rst", category="Tables"),
     params:
@@ -72,6 +74,7 @@ rule report:
         ifid_variants=expand(f"{RESULTS}/metrics/{{tok}}/ifid_variants.json", tok=TOKENIZERS),
         gfid_t=expand_pairs(f"{RESULTS}/metrics/{{tok}}/{{backbone}}/gfid_t.json", GFID_T_PAIRS),
         trajectory=rules.collect.input.trajectory,
+        controlnet=SEESAW_CONTROLNET,
     output:
         index=report(f"{RESULTS}/report/index.html", caption="captions/index.rst", category="HTML report"),
         overview=report(

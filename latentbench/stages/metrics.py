@@ -55,6 +55,34 @@ def ifid_variant_grid(cfg: dict) -> list[dict]:
     return list(unique.values())
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images [N, 3, H, W] on the [0, 1] scale -> uint8 NHWC (clamped, rounded): what a viewer sees."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class ReconstructionWriter:
+    """Rows of uint8 NHWC reconstructions into a memory-mapped ``.npy``, renamed into place on close."""
+
+    def __init__(self, path: str | Path, count: int) -> None:
+        self.path, self.count = Path(path), count
+        self.tmp = self.path.with_name(self.path.name + ".partial.npy")
+        self.array: np.ndarray | None = None
+
+    def write(self, start: int, images: torch.Tensor) -> None:
+        rows = to_uint8(images)
+        if self.array is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=(self.count, *rows.shape[1:]))
+        self.array[start : start + len(rows)] = rows
+
+    def close(self) -> None:
+        if self.array is None:
+            raise InputError(f"{self.path}: no reconstructions were written")
+        self.array.flush()
+        self.array = None
+        self.tmp.replace(self.path)
+
+
 @torch.inference_mode()
 def reconstruction_metrics(
     settings: dict,
@@ -66,6 +94,7 @@ def reconstruction_metrics(
     out: str | Path,
     strip: str | Path,
     batch_size: int = 250,
+    reconstructions: str | Path | None = None,
 ) -> None:
     """rFID, PSNR, SSIM and iFID of one tokenizer from one pass over the val latents.
 
@@ -104,6 +133,7 @@ def reconstruction_metrics(
     psnrs, ssims, lpipses = [], [], []
     originals = None  # the first images, kept for the thumbnail strip
     start = 0
+    recon_out = None if reconstructions is None else ReconstructionWriter(reconstructions, len(queries))
     split = ShardedSplit(Path(val).parent)
     for batch in progress(split.iter_batches(batch_size, ("image",)), len(split), "reconstruction", "img",
                           weight=lambda b: len(b["image"])):
@@ -112,6 +142,8 @@ def reconstruction_metrics(
             originals = x[:8]
         sl = slice(start, start + len(x))
         recon = vae.decode(queries[sl].to(device))
+        if recon_out is not None:
+            recon_out.write(start, recon)
         if "psnr" in wanted:
             psnrs.append(psnr(x, recon, protocol=protocol).cpu())
         if "ssim" in wanted:
@@ -125,6 +157,8 @@ def reconstruction_metrics(
         start += len(x)
     if start != len(queries):
         raise InputError(f"{val}: {start} images but {len(queries)} cached latents; re-encode the split")
+    if recon_out is not None:
+        recon_out.close()
 
     def mean(values: list[torch.Tensor]) -> float | None:
         return float(torch.cat(values).mean()) if values else None

@@ -70,6 +70,7 @@ def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, 
                         "feature_net": generation["feature_net"],
                         "latent_shape": "x".join(map(str, cache["latent_shape"])),
                         "posterior_std": cache["mean_posterior_std"],
+                        **seesaw_columns(metrics_dir / tok),
                     }
                 )
     frame = pd.DataFrame(rows)
@@ -77,6 +78,24 @@ def collect(metrics_dir: str | Path, latents_dir: str | Path, tokenizers: dict, 
         frame.to_csv(tmp, index=False)
     log.info("collected %d rows", len(frame))
     return frame
+
+
+# Seesaw columns of metrics.csv from a tokenizer's drift.json / probe_<condition>.json (rules/seesaw.smk)
+SEESAW_DRIFT_COLUMNS = ("canny", "depth", "seg", "spatial", "identity", "face_at_r", "clip", "dinov2")
+SEESAW_PROBE_COLUMNS = ("canny", "depth")
+
+
+def seesaw_columns(tok_dir: Path) -> dict[str, float | None]:
+    """``drift_<measure>`` and ``probe_<condition>`` of one tokenizer (None: not run); no columns
+    when the study ran no Seesaw jobs for it."""
+    out: dict[str, float | None] = {}
+    if (tok_dir / "drift.json").exists():
+        drift = read_json(tok_dir / "drift.json")
+        out.update({f"drift_{m}": drift.get(m) for m in SEESAW_DRIFT_COLUMNS})
+    for c in SEESAW_PROBE_COLUMNS:
+        if (tok_dir / f"probe_{c}.json").exists():
+            out[f"probe_{c}"] = read_json(tok_dir / f"probe_{c}.json").get("test_l1")
+    return out
 
 
 def metric_columns(frame: pd.DataFrame, target: str) -> list[str]:

@@ -70,6 +70,41 @@ def test_outputs_and_metrics_table(tiny_study):
     assert frame["lpips"].isna().all() and corr.loc[corr["metric"] == "lpips", "n"].eq(0).all()
 
 
+def test_seesaw_outputs(tiny_study):
+    """Drift and latent probes for every tokenizer, one ControlNet per condition; the demo's
+    stand-in projectors named in every JSON; finite values for the trained tokenizers."""
+    import json
+    import math
+
+    def load(path):
+        return json.loads(path.read_text())
+
+    dense = load(tiny_study / "features" / "demo-dense.json")
+    assert 0.0 < dense["val_seg_accuracy"] <= 1.0
+    frame = pd.read_csv(tiny_study / "metrics.csv")
+    for tok in ("baseline", "kl-high", "vf", "t-mae"):
+        drift = load(tiny_study / "metrics" / tok / "drift.json")
+        assert drift["stand_ins"] is True and drift["not_run"] == {}
+        assert drift["projectors"]["depth"] == "demo-dense-depth" and drift["projectors"]["face"] == "demo-object"
+        assert drift["projectors"]["clip"] == "demo-cnn-final" and drift["projectors"]["canny"] == "canny"
+        for m in ("canny", "depth", "seg", "spatial", "clip", "dinov2"):
+            assert math.isfinite(drift[m]), (tok, m)
+        assert 0.0 <= drift["canny"] <= 1.0 and -1.0 <= drift["clip"] <= 1.0
+        for c in ("canny", "depth"):
+            probe = load(tiny_study / "metrics" / tok / f"probe_{c}.json")
+            assert probe["projector"] == ("canny" if c == "canny" else "demo-dense-depth")
+            assert 0.0 <= probe["test_l1"] <= 1.0
+        rows = frame[frame["tokenizer"] == tok]
+        assert (rows["drift_canny"] == drift["canny"]).all() and rows["probe_depth"].notna().all()
+    for c in ("canny", "depth"):
+        result = load(tiny_study / "metrics" / "baseline" / "sit-demo" / f"controlnet_{c}.json")
+        assert math.isfinite(result["fid"]) and 0.0 <= result["l1"] <= 1.0 and result["num_images"] > 0
+        assert result["feature_net"] == "demo-cnn" and result["stand_ins"] is True
+        assert result["hyperparameters"][0]["hyperparameter"] == "base_batch_size"
+        assert (tiny_study / "metrics" / "baseline" / "sit-demo" / f"controlnet_{c}.png").stat().st_size > 0
+    assert not (tiny_study / "metrics" / "baseline" / "val_reconstructions.npy").exists()  # temp(): gone
+
+
 def test_pretrained_tokenizers_flow_like_trained_ones(tiny_study):
     """Released-format files load strictly into references (no training job); the LDM file's own
     latent normalisation is applied once, at encode time, and recorded in the cache's stats."""
