@@ -35,14 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a pack
 
 CHECKS = ("fd-bf16", "ifid-nn-bf16", "sit-bf16", "faiss-gpu", "sit-train", "sampling", "ddp-nccl")
 # Agreement tolerances (bf16 keeps 8 mantissa bits: ~0.4% per rounding).
-FD_RTOL = 0.02  # relative FD difference, bf16 features vs fp32 features
+FD_RTOL = 0.01  # relative FD difference, bf16 vs fp32 features (CPU bf16 autocast, ViT-L: 4e-4)
 NN_MIN_AGREE = 0.999  # fraction of identical top-1 indices (the bf16 shortlist is re-ranked in fp32)
-SIT_RTOL = 0.05  # relative L2 error of the SiT-XL/2 output
+SIT_RTOL = 0.02  # relative L2 error of the SiT-XL/2 output (CPU bf16 autocast measured 0.36%)
 DDP_RTOL, DDP_ATOL = 1e-4, 1e-5  # parameters after training, NCCL DDP vs one process (fp32, TF32 off)
 # Throughput targets (issue 13; bench_diffusion): reported, not an agreement (no exit code).
 TRAIN_TARGET_IPS, TRAIN_TARGET_MFU = 500.0, 0.35
 # Fixed sizes: k-NN (references, queries) of 4x32x32 latents; faiss (references, queries) at d = 1024.
 NN_SIZES = (16384, 2048)
+FD_IMAGES = 1536  # per set, features of dimension 1024
+SIT_BATCH = 16
 FAISS_SIZES = (50000, 5000)
 
 
@@ -150,8 +152,8 @@ def check_fd(device: torch.device) -> Check:
     torch.manual_seed(0)
     extractor = TimmRepresentation("mae_cls", device=device, random_init=True)
     g = torch.Generator().manual_seed(0)
-    a = torch.rand(1536, 3, 64, 64, generator=g)
-    b = (0.7 * torch.rand(1536, 3, 64, 64, generator=g) + 0.2).clamp(0, 1)  # a different distribution
+    a = torch.rand(FD_IMAGES, 3, 64, 64, generator=g)
+    b = (0.7 * torch.rand(FD_IMAGES, 3, 64, 64, generator=g) + 0.2).clamp(0, 1)  # a different distribution
 
     def features(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([extractor(images[i : i + 256]) for i in range(0, len(images), 256)])
@@ -203,14 +205,14 @@ def randomised_sit_xl(device: torch.device) -> tuple[torch.nn.Module, object]:
 
 
 def check_sit_forward(device: torch.device) -> Check:
-    """SiT-XL/2 forward at batch 16: bf16 autocast vs fp32 (TF32 off)."""
+    """SiT-XL/2 forward at batch SIT_BATCH: bf16 autocast vs fp32 (TF32 off)."""
     from bench_diffusion import SIT_XL_SHAPE
 
     model, _ = randomised_sit_xl(device)
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(16, *SIT_XL_SHAPE, generator=g).to(device)
-    t = torch.rand(16, generator=g).to(device)
-    y = torch.randint(0, 1000, (16,), generator=g).to(device)
+    x = torch.randn(SIT_BATCH, *SIT_XL_SHAPE, generator=g).to(device)
+    t = torch.rand(SIT_BATCH, generator=g).to(device)
+    y = torch.randint(0, 1000, (SIT_BATCH,), generator=g).to(device)
     with torch.inference_mode():
         with no_tf32():
             reference = model(x, t, y).float()
@@ -288,34 +290,39 @@ def ddp_train(device: torch.device, checkpoint: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _ddp_worker(rank: int, size: int, init_file: str, out: str) -> None:
+def _ddp_worker(rank: int, size: int, init_file: str, out: str, backend: str) -> None:
     import torch.distributed as dist
 
-    torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=size)
     try:
-        state = ddp_train(torch.device("cuda", rank), os.path.join(out, "ddp_ckpt.pt"))
+        state = ddp_train(device, os.path.join(out, "ddp_ckpt.pt"))
         if rank == 0:
             torch.save(state, os.path.join(out, "ddp.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def check_ddp(device: torch.device) -> Check:
-    """NCCL, one process per GPU (torch.multiprocessing.spawn) vs one process on GPU 0."""
+def check_ddp(device: torch.device, backend: str = "nccl", size: int | None = None) -> Check:
+    """One process per GPU (torch.multiprocessing.spawn) vs one process on ``device``.
+
+    ``backend="gloo"`` with an explicit ``size`` runs the same comparison on CPU processes.
+    """
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    if not dist.is_available() or not dist.is_nccl_available():
+    if backend == "nccl" and (not dist.is_available() or not dist.is_nccl_available()):
         return Check("ddp-nccl", "skipped", "NCCL not available in this torch build")
-    size = torch.cuda.device_count()
+    size = size or torch.cuda.device_count()
     with tempfile.TemporaryDirectory() as tmp:
         single = ddp_train(device, os.path.join(tmp, "single.pt"))
-        mp.spawn(_ddp_worker, args=(size, os.path.join(tmp, "init"), tmp), nprocs=size, join=True)
+        mp.spawn(_ddp_worker, args=(size, os.path.join(tmp, "init"), tmp, backend), nprocs=size, join=True)
         ddp = torch.load(os.path.join(tmp, "ddp.pt"))
     check = state_agreement("ddp-nccl", single, ddp, DDP_RTOL, DDP_ATOL)
     note = "" if size > 1 else "; 1 GPU: world size 1, so train_diffusion skips the DDP wrapper (all-reduce needs >= 2 GPUs)"
-    return Check(check.name, check.status, f"{size} process(es): {check.detail}{note}")
+    return Check(check.name, check.status, f"{size} {backend} process(es): {check.detail}{note}")
 
 
 # ----------------------------------------------------------------------------- driver
