@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 SNAKEMAKE := $(UV) run --frozen snakemake
 
-.PHONY: env demo test lint bench chromium slurm
+.PHONY: env demo test lint bench chromium slurm gpu-check
 
 env:  ## uv + the locked Python environment in .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv==0.13.9
@@ -26,3 +26,6 @@ lint: env
 
 bench: env  ## speed and memory benchmarks (prints numbers; see bench/)
 	for b in bench/bench_*.py; do $(UV) run --frozen python $$b; done
+
+gpu-check: env  ## on a GPU machine (< 8 min): bf16 vs fp32 agreement, faiss-gpu, SiT-XL/2 speed, NCCL DDP (bench/gpu_check.py)
+	$(UV) run --frozen python bench/gpu_check.py

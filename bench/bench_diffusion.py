@@ -128,29 +128,56 @@ def cpu(args) -> None:
     print(f"4. sampling: 50-step Euler with CFG 1.5, batch 256: {256 / t:.1f} images/s ({t:.2f} s per batch)")
 
 
+# SiT-XL/2 on 32x32x4 latents: training = 3x forward; forward 2 x 118.6 GMACs per image (spec §1.5).
+SIT_XL_SHAPE = (4, 32, 32)
+SIT_XL_TRAIN_FLOPS = 3 * 2 * 118.6e9
+
+
+def gemm_peak(device: torch.device, n: int = 8192) -> float:
+    """Measured bf16 GEMM FLOP/s on ``device`` (the MFU reference)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    return 2 * n**3 / timed(lambda: a @ a, 10)
+
+
+def sit_xl(device: torch.device):
+    """SiT-XL/2 of the study recipe on 32x32x4 latents, and its transport."""
+    model = build_backbone("XL", "study_sit", SIT_XL_SHAPE, 2).to(device)
+    return model, get_recipe("study_sit").transport(SIT_XL_SHAPE)
+
+
+def train_throughput(model, transport, batch: int, device: torch.device, peak: float,
+                     repeats: int = 10) -> tuple[float, float]:
+    """(images/s, MFU) of bf16-autocast training steps at ``batch``."""
+    x = torch.randn(batch, *SIT_XL_SHAPE, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    t = timed(train_step_fn(model, transport, x, y, autocast=True), repeats)
+    return batch / t, SIT_XL_TRAIN_FLOPS * batch / t / peak
+
+
+def sampling_throughput(model, transport, device: torch.device, batch: int = 256, steps: int = 50,
+                        repeats: int = 2) -> float:
+    """images/s of ``steps``-step Euler with CFG 1.5 under bf16 autocast."""
+    y = torch.randint(0, 1000, (batch,), device=device)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        t = timed(lambda: sample(model, transport, (batch, *SIT_XL_SHAPE), y, steps=steps, cfg_scale=1.5), repeats)
+    return batch / t
+
+
 def gpu(args) -> None:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    t_gemm = timed(lambda: a @ a, 10)
-    peak = 2 * 8192**3 / t_gemm
+    peak = gemm_peak(device)
     print(f"bf16 GEMM 8192^3: {peak / 1e12:.0f} TFLOP/s (the MFU reference)")
-    shape = (4, 32, 32)
-    model = build_backbone("XL", "study_sit", shape, 2).to(device)
-    transport = get_recipe("study_sit").transport(shape)
-    x, y = torch.randn(args.batch, *shape, device=device), torch.randint(0, 1000, (args.batch,), device=device)
+    model, transport = sit_xl(device)
     for compiled in (False, True):
         if compiled:
             model.forward = torch.compile(model.forward)
-        t = timed(train_step_fn(model, transport, x, y, autocast=True), 10)
-        flops = 3 * 2 * 118.6e9 * args.batch  # train = 3x forward; SiT-XL/2 forward 2 x 118.6 GMACs (spec §1.5)
-        print(f"SiT-XL/2 bf16 batch {args.batch}{' compiled' if compiled else ''}: {args.batch / t:.0f} images/s, "
-              f"MFU {flops / t / peak:.1%} (targets: >= 500 images/s, >= 35%)")
-    model.eval()
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        t = timed(lambda: sample(model, transport, (256, *shape), y[:256] if args.batch >= 256 else
-                                 torch.randint(0, 1000, (256,), device=device), steps=50, cfg_scale=1.5), 2)
-    print(f"sampling SiT-XL/2: 50-step Euler with CFG at batch 256: {256 / t:.0f} images/s")
+        ips, mfu = train_throughput(model, transport, args.batch, device, peak)
+        print(f"SiT-XL/2 bf16 batch {args.batch}{' compiled' if compiled else ''}: {ips:.0f} images/s, "
+              f"MFU {mfu:.1%} (targets: >= 500 images/s, >= 35%)")
+    ips = sampling_throughput(model, transport, device)
+    print(f"sampling SiT-XL/2: 50-step Euler with CFG at batch 256: {ips:.0f} images/s")
 
 
 def main() -> None:

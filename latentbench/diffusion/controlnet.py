@@ -57,6 +57,7 @@ from latentbench.diffusion.training import batch_indices
 from latentbench.diffusion.transport import Transport
 from latentbench.io import atomic_path, write_json
 from latentbench.metrics.fid import FeatureStats
+from latentbench.precision import autocast_dtype
 from latentbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -471,7 +472,8 @@ def train_controlnet(
         start, stopped, window = state["step"], state["stopped"], list(state["window"])
         best, history = state["best"], state["history"]
         log.info("resumed from %s at step %d", checkpoint, start)
-    autocast = settings.precision == "bf16" and device.type == "cuda"
+    # bf16 only on a GPU with native bf16 (latentbench.precision: chosen by capability, logged).
+    autocast = settings.precision == "bf16" and autocast_dtype(device) is not None
     micro, accum = settings.micro_batch, settings.grad_accumulation
     end = settings.max_steps if stop_after is None else min(settings.max_steps, start + stop_after)
     control.train()

@@ -27,6 +27,7 @@ from torch import nn
 from latentbench.checkpoint import EMA, load_checkpoint, save_checkpoint
 from latentbench.diffusion.transport import Transport
 from latentbench.errors import TrainingDiverged
+from latentbench.precision import autocast_dtype
 from latentbench.progress import ProgressMeter
 from latentbench.seeding import derive_seed
 
@@ -124,7 +125,8 @@ def train_diffusion(
     if embedder is not None:
         embedder.dropout_prob = 0.0  # applied below from the step's generator, identically on every rank
     null_class = getattr(embedder, "num_classes", None)
-    autocast = settings.precision == "bf16" and device.type == "cuda"
+    # bf16 only on a GPU with native bf16 (latentbench.precision: chosen by capability, logged).
+    autocast = settings.precision == "bf16" and autocast_dtype(device) is not None
     model.train()
     end = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
     meter = ProgressMeter(settings.steps, "diffusion training", "step", start=start) if rank == 0 else None

@@ -6,7 +6,8 @@ FD-Loss ``eval_all_fds.py`` ``FDR6_MODELS``). Weights are the timm Hugging Face 
 the sixth space of FDr6 is the Inception pool3 of ``latentbench.features.inception``.
 
 Preprocessing (spec §10): [0, 1] images, bicubic antialiased resize to the space's size, then
-the model's own mean/std (timm ``pretrained_cfg``); bf16 autocast on CUDA; features returned
+the model's own mean/std (timm ``pretrained_cfg``); bf16 autocast on a CUDA GPU with native bf16
+(latentbench.precision.autocast_dtype), else fp32; features returned
 as float32 (statistics accumulate in float64 downstream). Pooling:
 - ``cls``: the class token of the final (normed) token sequence, ``forward_features(x)[:, 0]``;
 - ``avg`` / ``attn``: timm's pooled pre-logits feature, ``forward_head(..., pre_logits=True)``
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from latentbench.features import register_feature_extractor
 from latentbench.features.checkpoints import load_timm_weights
+from latentbench.precision import autocast_dtype
 from latentbench.weights import WeightMissing, resolve_weight
 
 __all__ = ["REPRESENTATION_SPACES", "RepresentationSpace", "TimmRepresentation", "representation_weights"]
@@ -126,7 +128,9 @@ class TimmRepresentation:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        # bf16 autocast only on a GPU with native bf16 (latentbench.precision, logged once).
+        dtype = autocast_dtype(self.device)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
             tokens = self.model.forward_features(x)
             if self.space.pooling == "cls":
                 pooled = tokens[:, 0]

@@ -126,7 +126,7 @@ def ifid_latents(
     seed: int = 0,
     chunk_size: int | None = None,
     mask: str = "half_fixed",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> dict[str, torch.Tensor | float]:
     """Interpolated latents z_hat for iFID (spec §3.2 steps 2-5), ready for decoding.
 

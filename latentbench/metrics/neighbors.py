@@ -21,10 +21,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from latentbench.precision import choose_knn_precision
+
 ArrayLike = torch.Tensor | np.ndarray
 
 METRICS = ("l2", "cosine")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 BACKENDS = ("torch", "faiss")
 
 # Spec §3.2 step 2: cosine cost -(r.q) / (||r|| ||q|| + 1e-8) (evalvae.py).
@@ -44,7 +46,7 @@ def nearest_neighbors(
     exclude_self: bool = False,
     chunk_size: int | None = None,
     device: str | torch.device | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     backend: str = "torch",
     query_block: int | None = None,
     shortlist: int | None = None,
@@ -57,7 +59,9 @@ def nearest_neighbors(
     drops reference i for query i (queries and references must then be the same set).
     Costs accumulate in float32 (float64 when either input is float64) with TF32 off.
     ``precision="bf16"`` shortlists ``shortlist`` candidates (default k + max(k, 8)) with a
-    bf16 GEMM and re-ranks them exactly in the accumulation dtype; ``backend="faiss"``
+    bf16 GEMM and re-ranks them exactly in the accumulation dtype; ``precision="auto"`` (the
+    default) takes bf16 only where ``latentbench.precision.choose_knn_precision`` measured it
+    faster on the compute device (native bf16 on CUDA; on CPU AVX512-BF16/AMX and a probe); ``backend="faiss"``
     searches each chunk with a faiss flat index (float32; GPU index when faiss has GPUs;
     ``precision`` does not apply). ``chunk_size`` defaults to ~256 MiB of float32 rows (at
     most 8192); ``query_block`` to 2**25 score entries per GEMM. ``device`` defaults to the
@@ -85,6 +89,8 @@ def nearest_neighbors(
     query_block = _positive("query_block", query_block, max(1, SCORE_ENTRIES // chunk_size))
     device = _resolve_device(device, queries)
     dtype = torch.float64 if _is_float64(queries) or _is_float64(references) else torch.float32
+    if precision == "auto" and backend == "torch":
+        precision = "bf16" if choose_knn_precision(device) == "bf16-shortlist" else "fp32"
 
     with torch.no_grad(), _ieee_fp32():
         if backend == "faiss":
