@@ -176,3 +176,29 @@ def seesaw_settings(*parts, sections=()):
     if "controlnet" in seesaw:
         seesaw["controlnet"] = {k: v for k, v in seesaw["controlnet"].items() if k != "pairs"}
     return as_json({"seed": config["seed"], "seesaw": seesaw, **{k: config.get(k) for k in sections}})
+
+
+# Tokenizer inputs (rules/tokenizers.smk): frozen networks of trained ones, released files of pretrained ones.
+def tokenizer_network_weights(wildcards):
+    """The frozen networks' files a trainable tokenizer reads (LPIPS-VGG, its VF/REPA foundation
+    encoder): found in weights_dir or the caches, else the path fetch_weights writes."""
+    names = network_weights(config["tokenizers"][wildcards.tok], DEMO_NET_STUDY)
+    return [str(input_path(WEIGHT_MANIFEST[n], WEIGHTS_DIR)) for n in names]
+def pretrained_weights(tok):
+    """A pretrained entry's weights: its `weights` path; none for `weights: null` (random init);
+    without the key, the row's files in weights_dir (fetched by fetch_weights)."""
+    spec = config["tokenizers"][tok]
+    if "weights" in spec:
+        return spec["weights"]
+    return str(weights_path(spec["name"], WEIGHTS_DIR))
+def pretrained_inputs(wildcards):
+    """The files a pretrained entry reads: its weights file or folder, or the row's manifest files."""
+    spec = config["tokenizers"][wildcards.tok]
+    if "weights" in spec:
+        return [spec["weights"]] if spec["weights"] else []
+    return [f"{WEIGHTS_DIR}/{WEIGHT_MANIFEST[n].file}" for n in zoo_row(spec["name"]).files]
+def tokenizer_file(wildcards):
+    """The file later jobs load a tokenizer from: the trained model, or a pretrained reference."""
+    pretrained = config["tokenizers"][wildcards.tok]["family"] == "pretrained"
+    return f"{RESULTS}/tokenizers/{wildcards.tok}/" + ("tokenizer.json" if pretrained else "model.pt")
+

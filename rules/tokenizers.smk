@@ -1,13 +1,6 @@
 # Tokenizers trained in the DAG (one job per config entry; checkpoints and resumes).
 
 
-def tokenizer_network_weights(wildcards):
-    """The frozen networks' files a trainable tokenizer reads (LPIPS-VGG, its VF/REPA foundation
-    encoder): found in weights_dir or the caches, else the path fetch_weights writes."""
-    names = network_weights(config["tokenizers"][wildcards.tok], DEMO_NET_STUDY)
-    return [str(input_path(WEIGHT_MANIFEST[n], WEIGHTS_DIR)) for n in names]
-
-
 rule train_tokenizer:
     input:
         train=rules.dataset.output.train,
@@ -36,25 +29,10 @@ rule train_tokenizer:
         "--checkpoint {params.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
 
 
+
+
 # Public autoencoders (family: pretrained, spec zoo.md): no training job; the released weights are
 # the input, checked once (strict load, latent shape at the study's resolution) into a reference.
-def pretrained_weights(tok):
-    """A pretrained entry's weights: its `weights` path; none for `weights: null` (random init);
-    without the key, the row's files in weights_dir (fetched by fetch_weights)."""
-    spec = config["tokenizers"][tok]
-    if "weights" in spec:
-        return spec["weights"]
-    return str(weights_path(spec["name"], WEIGHTS_DIR))
-
-
-def pretrained_inputs(wildcards):
-    """The files a pretrained entry reads: its weights file or folder, or the row's manifest files."""
-    spec = config["tokenizers"][wildcards.tok]
-    if "weights" in spec:
-        return [spec["weights"]] if spec["weights"] else []
-    return [f"{WEIGHTS_DIR}/{WEIGHT_MANIFEST[n].file}" for n in zoo_row(spec["name"]).files]
-
-
 rule pretrained_tokenizer:
     input:
         pretrained_inputs,
@@ -76,9 +54,3 @@ rule pretrained_tokenizer:
     shell:
         "latentbench pretrained-tokenizer --name {wildcards.tok} --spec {params.spec:q} {params.weights} "
         "--resolution {params.resolution} --threads {threads} --out {output} > {log} 2>&1"
-
-
-def tokenizer_file(wildcards):
-    """The file later jobs load a tokenizer from: the trained model, or a pretrained reference."""
-    pretrained = config["tokenizers"][wildcards.tok]["family"] == "pretrained"
-    return f"{RESULTS}/tokenizers/{wildcards.tok}/" + ("tokenizer.json" if pretrained else "model.pt")

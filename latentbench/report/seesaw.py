@@ -4,15 +4,11 @@ Fig. 2 (Spearman matrix of generation / reconstruction metrics x condition-drift
 Formatting only: Fig. 2's rho come from the ``correlate`` job (``analysis/seesaw_fig2.csv`` on
 the study, ``analysis/seesaw_fig2_paper.csv`` on the paper's Table 5, both from
 :mod:`latentbench.analysis.seesaw`); the drift values from metrics.csv's ``drift_*`` / ``probe_*``
-columns; ControlNet results from ``metrics/<tok>/controlnet.json`` (slot below). A value the
-study did not measure is shown as "not run". Sign convention of this page: rho as measured (no
-orientation), as in the paper's Fig. 2.
-
-``controlnet.json`` (written by the ControlNet stage, one per tokenizer)::
-
-    {"cond_encoder": "ae" | "conv", "backbone": "<ours>",
-     "tasks": {"canny": {"fid": float, "l1": float}, "depth": {"fid": float, "l1": float}},
-     "hyperparameters": {"<Table 4 name>": value, ...}}
+columns; ControlNet results (Table 3, Table 4, Fig. 4) from the ``controlnet_evaluate`` jobs'
+``metrics/<tok>/<backbone>/controlnet_<condition>.json`` (``fid``, ``l1``, ``cond_encoder``,
+``hyperparameters``: rows ``{hyperparameter, paper, ours}``) and ``controlnet_<condition>.png``
+(originals, condition maps, controlled samples). A value the study did not measure is shown as
+"not run". Sign convention of this page: rho as measured (no orientation), as in the paper's Fig. 2.
 """
 
 from __future__ import annotations
@@ -98,19 +94,29 @@ def _table1() -> dict[str, Any]:
     return {"rows": rows}
 
 
-def _controlnet(results: Path, tokenizers: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Our Table 3 rows and Table 4 hyper-parameters from metrics/<tok>/controlnet.json."""
-    rows, hyper = [], {}
+def _controlnet(results: Path, tokenizers: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict]]:
+    """Our Table 3 rows, Table 4 hyper-parameters and Fig. 4 grids from the ControlNet jobs' files
+    ``metrics/<tok>/<backbone>/controlnet_<condition>.json`` / ``.png``."""
+    rows, hyper, grids = [], {}, []
     for tok in tokenizers:
-        path = results / "metrics" / tok / "controlnet.json"
-        if not path.exists():
-            continue
-        data = read_json(path)
-        tasks = data.get("tasks") or {}
-        rows.append({"name": tok, "cond_encoder": str(data.get("cond_encoder", "unstated")),
-                     "tasks": tasks})
-        hyper = hyper or dict(data.get("hyperparameters") or {})
-    return rows, hyper
+        for path in sorted((results / "metrics" / tok).glob("*/controlnet_*.json")):
+            condition = path.stem.removeprefix("controlnet_")
+            if condition.endswith("_curves"):
+                continue
+            data = read_json(path)
+            backbone = path.parent.name
+            name = f"{tok} / {backbone}"
+            row = next((r for r in rows if r["name"] == name), None)
+            if row is None:
+                row = {"name": name, "tokenizer": tok, "cond_encoder": str(data.get("cond_encoder", "unstated")), "tasks": {}}
+                rows.append(row)
+            row["tasks"][condition] = {"fid": data.get("fid"), "l1": data.get("l1")}
+            hyper = hyper or {r["hyperparameter"]: r["ours"] for r in data.get("hyperparameters") or ()}
+            grid = path.with_suffix(".png")
+            if grid.exists():
+                grids.append({"name": name, "condition": condition,
+                              "src": image_src(grid.read_bytes(), f"controlnet-{tok}-{backbone}-{condition}")})
+    return rows, hyper, grids
 
 
 def _fig2_figure(matrix: pd.DataFrame, title: str, name: str, fixed: bool = False) -> str | None:
@@ -184,10 +190,10 @@ def seesaw_page(results: Path, units: pd.DataFrame, fig2: pd.DataFrame | None, f
     Spearman tables (None when the study predates them)."""
     t2_ours, t2_not_run = _ours_rows(units, TABLE2_COLUMNS)
     t5_ours, t5_not_run = _ours_rows(units, TABLE5_COLUMNS)
-    cn_rows, hyper = _controlnet(results, units["tokenizer"].astype(str).tolist())
+    cn_rows, hyper, cn_grids = _controlnet(results, units["tokenizer"].astype(str).tolist())
     t3 = []
     for r in cn_rows:
-        u = units[units["tokenizer"].astype(str) == r["name"]].iloc[0]
+        u = units[units["tokenizer"].astype(str) == r["tokenizer"]].iloc[0]
         cells = []
         for _, key in TABLE3_COLUMNS:
             value = u.get(key) if isinstance(key, str) else (r["tasks"].get(key[0]) or {}).get(key[1])
@@ -221,6 +227,7 @@ def seesaw_page(results: Path, units: pd.DataFrame, fig2: pd.DataFrame | None, f
                                         tuple((p, None, ".4f" if "L1" in p else ".2f") for p, _ in TABLE3_COLUMNS)),
                    "ours": t3},
         "table4": t4,
+        "fig4": cn_grids,
         "table5": {"headers": [HEADERS.get(p, p) for p, _, _ in TABLE5_COLUMNS],
                    "paper": _paper_rows(load_paper_table("seesaw_table5"), "weight_name", TABLE5_COLUMNS),
                    "ours": t5_ours, "not_run": t5_not_run},

@@ -5,7 +5,7 @@ configs/scale-test.yaml: 86 tokenizers, 4 backbones, 11 guidance scales): metric
 metric of metric_info (values drawn so that some proxies track gFID and some do not), the
 ``correlate`` job's outputs (by calling it), the demo net's summary, per-tokenizer latent.json and
 trajectory.json, interpolation strips and sample grids as small PNGs, and optionally the Seesaw
-drift columns and one controlnet.json.
+drift columns and the ControlNet jobs' files of one tokenizer.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ def _png(rng: np.random.Generator, width: int, height: int) -> bytes:
 def small_config(n_tok: int = 5, backbones: int = 1, scales: tuple[float, ...] = (1.0, 1.5), n_boot: int = 50) -> dict:
     """A validated config of ``n_tok`` conv tokenizers (one family), ``backbones`` demo backbones."""
     regs = ["baseline", "mcos+mdms", "eq", "lcr", "mae", "repa"]
+    variants = {"mcos+mdms": "demo-cnn", "repa": "demo-cnn", "eq": "scale", "lcr": "w0.02-th0.75", "mae": "r0.3"}
     return check_config({
         "study": "synthetic", "seed": 0,
         "data": {"kind": "synthetic", "resolution": 32, "train": 100, "val": 50, "shard_size": 50},
         "feature_net": {"name": "demo-cnn", "epochs": 1},
         "tokenizers": {f"tok{i}": {"family": "conv_kl", "regularizer": regs[i % len(regs)],
-                                   **({"variant": "demo-cnn"} if regs[i % len(regs)] == "mcos+mdms" else {})}
+                                   **({"variant": variants[regs[i % len(regs)]]} if regs[i % len(regs)] in variants else {})}
                        for i in range(n_tok)},
         "backbones": {f"sit-{i}": {"size": "demo", "recipe": "study_sit", "patch_size": 1} for i in range(backbones)},
         "sampling": {"num_samples": 60, "steps": 5, "method": "euler", "cfg_scales": list(scales), "batch_size": 60},
@@ -118,8 +119,14 @@ def make_study(root: Path, config: dict, drift: bool = False, images: bool = Tru
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(_png(rng, 64, 32))
     if drift:
-        write_json(results / "metrics" / tokenizers[0] / "controlnet.json",
-                   {"cond_encoder": "conv", "backbone": next(iter(config["backbones"])),
-                    "tasks": {"canny": {"fid": 12.5, "l1": 0.081}, "depth": {"fid": 14.0, "l1": 0.052}},
-                    "hyperparameters": {"base_batch_size": 8, "optimizer": "AdamW"}})
+        # the controlnet_evaluate jobs' files: one per (backbone, condition), with a Fig. 4 grid
+        hyper = [{"hyperparameter": "base_batch_size", "paper": "4", "ours": 8},
+                 {"hyperparameter": "optimizer", "paper": "AdamW", "ours": "AdamW"}]
+        cn_dir = results / "metrics" / tokenizers[0] / next(iter(config["backbones"]))
+        cn_dir.mkdir(parents=True, exist_ok=True)
+        for cond, fid, l1 in (("canny", 12.5, 0.081), ("depth", 14.0, 0.052)):
+            write_json(cn_dir / f"controlnet_{cond}.json",
+                       {"cond_encoder": "conv", "fid": fid, "l1": l1, "hyperparameters": hyper})
+            write_json(cn_dir / f"controlnet_{cond}_curves.json", {"hyperparameters": hyper})
+            (cn_dir / f"controlnet_{cond}.png").write_bytes(_png(rng, 96, 32))
     return results

@@ -74,7 +74,7 @@ def test_seesaw_page_without_drift_says_not_run(small) -> None:
     html = (small[0] / "seesaw.html").read_text()
     for anchor in ("seesaw-fig2", "seesaw-table1", "seesaw-table2", "seesaw-table3", "seesaw-table4", "seesaw-table5"):
         assert f'id="{anchor}"' in html
-    assert "Drift measures not run in this study" in html and "controlnet.json</code> in this study" in html
+    assert "Drift measures not run in this study" in html and "no ControlNet pair in this study" in html
     assert "uae-stage4" in html  # the paper's 33 rows, with the de-duplication caveat
     assert html.count("<tr class=\"paper\">") >= 6 + 2 + 33
 
@@ -84,7 +84,8 @@ def test_seesaw_page_fills_ours_from_drift_columns_and_controlnet(larger) -> Non
     html = (report / "seesaw.html").read_text()
     assert "Drift measures not run" not in html
     assert "seesaw-fig2-ours" in html  # our Fig. 2 heatmap
-    assert "12.50" in html and "0.0810" in html  # tok0's controlnet.json (Canny FID, L1)
+    assert "12.50" in html and "0.0810" in html  # tok0's controlnet_canny.json (FID, L1)
+    assert 'id="seesaw-fig4"' in html and "controlnet-tok0" in html  # Fig. 4 grids as files
     fig2 = pd.read_csv(report / "data" / "seesaw_fig2.csv")
     row = fig2[(fig2["rows"] == "all") & (fig2["x"] == "psnr") & (fig2["y"] == "drift_spatial")].iloc[0]
     assert row["n"] == 24 and f"{row['rho']:+.2f}" in html
