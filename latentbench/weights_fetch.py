@@ -381,7 +381,34 @@ def required_weights(config: Mapping[str, Any]) -> list[str]:
     if "lpips" in metrics:
         names.extend(["lpips-alexnet-trunk", "lpips-alex-head"])
     names.extend(tokenizer_weights(config))
+    names.extend(seesaw_weights(config))
     return list(dict.fromkeys(names))
+
+
+# Manifest entries of the Tilted Seesaw paper's condition projectors (latentbench/drift/projectors;
+# Canny needs none, dlib's files ship in a wheel).
+SEESAW_PROJECTOR_WEIGHTS = {
+    "depth": "midas-dpt-hybrid",
+    "seg": "uniformer-upernet-ade20k",
+    "clip": "clip-vit-b32",
+    "dinov2": "dinov2-base",
+}
+
+
+def seesaw_weights(config: Mapping[str, Any]) -> list[str]:
+    """Manifest names the study's Seesaw jobs read: the paper's projectors, unless Seesaw is off or
+    runs on the demo's stand-ins (latentbench.config.seesaw_stand_ins)."""
+    seesaw = config.get("seesaw") or {}
+    if not seesaw.get("enabled"):
+        return []
+    from latentbench.config import seesaw_stand_ins
+
+    if seesaw_stand_ins(config):
+        return []
+    names = list(SEESAW_PROJECTOR_WEIGHTS.values())
+    if seesaw.get("face_backend", "insightface") == "insightface":
+        names.append("insightface-buffalo-s")
+    return names
 
 
 def uses_demo_net(config: Mapping[str, Any]) -> bool:

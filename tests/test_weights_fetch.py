@@ -282,7 +282,9 @@ def test_required_weights_follow_feature_net_and_metrics():
     demo["feature_net"]["name"] = "inception-v3-compat"
     demo["metrics"] = ["fdr6"]
     # inception once, first; off the demo network, the tokenizers' perceptual term is LPIPS-VGG
-    assert required_weights(demo) == [*wf.FDR6_WEIGHTS, "lpips-vgg16-trunk", "lpips-vgg-head"]
+    # ... and the Seesaw jobs switch from the demo's stand-ins to the paper's projectors
+    seesaw = [*wf.SEESAW_PROJECTOR_WEIGHTS.values(), "insightface-buffalo-s"]
+    assert required_weights(demo) == [*wf.FDR6_WEIGHTS, "lpips-vgg16-trunk", "lpips-vgg-head", *seesaw]
 
 
 def test_fetch_weights_job_copies_a_cached_file_into_the_weights_dir(tmp_path):
@@ -297,3 +299,16 @@ def test_fetch_weights_job_copies_a_cached_file_into_the_weights_dir(tmp_path):
     assert record["fdr6-mae-large"] == {"path": str(target), "sha256": hashlib.sha256(b"mae weights").hexdigest()}
     with pytest.raises(ValueError, match="nothing to fetch"):
         fetch_weights(weights)
+
+
+def test_seesaw_projector_weights_are_required_only_with_the_real_projectors():
+    """`snakemake weights` fetches the paper's projectors for a Seesaw study; demo stand-ins need none."""
+    from latentbench.config import load_config
+    from latentbench.weights_fetch import load_manifest, required_weights
+
+    seesaw = load_config(Path(__file__).resolve().parents[1] / "configs" / "seesaw.yaml")
+    names = required_weights(seesaw)
+    assert {"midas-dpt-hybrid", "uniformer-upernet-ade20k", "clip-vit-b32", "dinov2-base", "insightface-buffalo-s"} <= set(names)
+    assert set(names) <= set(load_manifest())
+    demo = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    assert not {"midas-dpt-hybrid", "insightface-buffalo-s"} & set(required_weights(demo))

@@ -54,6 +54,13 @@ def expected_jobs(config: dict) -> dict[str, int]:
     }
     jobs |= {r: len(toks) for r in ("reconstruction_metrics", "latent_metrics", "baseline_metrics", "ifid_variants")}
     jobs |= {r: len(pairs) for r in ("generation_metrics", "diffusion_loss", "trajectory_metrics")}
+    seesaw = config["seesaw"]
+    on = seesaw["enabled"]
+    conditions = len(seesaw["controlnet"]["conditions"])
+    probes = len(seesaw["probe"]["tokenizers"] or toks) * 2 if on and seesaw["probe"]["enabled"] else 0
+    jobs |= {"dense_demo_net": 0, "drift": len(toks) if on else 0, "probe": probes,  # real projectors: no stand-in net
+             "controlnet_train": len(seesaw["controlnet"]["pairs"]) * conditions if on else 0,
+             "controlnet_evaluate": len(seesaw["controlnet"]["pairs"]) * conditions if on else 0}
     return jobs
 
 
