@@ -381,8 +381,18 @@ def required_weights(config: Mapping[str, Any]) -> list[str]:
     if "lpips" in metrics:
         names.extend(["lpips-alexnet-trunk", "lpips-alex-head"])
     names.extend(tokenizer_weights(config))
+    names.extend(pretrained_weights(config))
     names.extend(seesaw_weights(config))
     return list(dict.fromkeys(names))
+
+
+def pretrained_weights(config: Mapping[str, Any]) -> list[str]:
+    """Manifest names of the released files the study's pretrained tokenizers read from weights_dir
+    (entries without their own ``weights`` path; spec zoo.md rows' ``files``)."""
+    from latentbench.tokenizers.pretrained import zoo_row
+
+    return [f for spec in (config.get("tokenizers") or {}).values()
+            if spec.get("family") == "pretrained" and "weights" not in spec for f in zoo_row(spec["name"]).files]
 
 
 # Manifest entries of the Tilted Seesaw paper's condition projectors (latentbench/drift/projectors;

@@ -310,5 +310,7 @@ def test_seesaw_projector_weights_are_required_only_with_the_real_projectors():
     names = required_weights(seesaw)
     assert {"midas-dpt-hybrid", "uniformer-upernet-ade20k", "clip-vit-b32", "dinov2-base", "insightface-buffalo-s"} <= set(names)
     assert set(names) <= set(load_manifest())
+    # ... and every released file of its autoencoders (weights_dir/zoo/<row>/...)
+    assert {"zoo-vavae_f16d32", "zoo-vavae_f16d32-stats", "zoo-e2e-flux-vae-weights"} <= set(names)
     demo = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
     assert not {"midas-dpt-hybrid", "insightface-buffalo-s"} & set(required_weights(demo))
