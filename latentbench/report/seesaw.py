@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from latentbench.analysis.seesaw import DRIFT_MEASURES, X_METRICS
+from latentbench.analysis.seesaw import DRIFT_MEASURES, PAPER_COLUMNS, X_METRICS
 from latentbench.io import read_json
 from latentbench.report.cells import num, r_colour
 from latentbench.report.figures import image_src
@@ -117,6 +117,44 @@ def _controlnet(results: Path, tokenizers: list[str]) -> tuple[list[dict[str, An
                 grids.append({"name": name, "condition": condition,
                               "src": image_src(grid.read_bytes(), f"controlnet-{tok}-{backbone}-{condition}")})
     return rows, hyper, grids
+
+
+def _scatter_figure(frame: pd.DataFrame, x: str, title: str, name: str) -> str | None:
+    """Figs. 3 and 5-9 (seesaw-notes §2.8): metric ``x`` against every drift measure with values,
+    one panel per measure, one point per autoencoder (``frame``: metrics.csv column names)."""
+    if x not in frame.columns:
+        return None
+    ys = [y for y in DRIFT_MEASURES if y in frame.columns and (frame[[x, y]].notna().all(axis=1)).sum() >= 2]
+    if not ys:
+        return None
+    cols = min(4, len(ys))
+    rows = math.ceil(len(ys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.3 * rows), squeeze=False)
+    for ax, y in zip(axes.flat, ys):
+        sel = frame[[x, y]].dropna()
+        ax.scatter(sel[x], sel[y], s=12, color="#3b6ea5")
+        ax.set_xlabel(X_METRICS[x], fontsize=7)
+        ax.set_ylabel(DRIFT_MEASURES[y], fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(ys):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return image_src(fig, name)
+
+
+def _scatter_figures(units: pd.DataFrame) -> list[dict[str, Any]]:
+    """One figure per x-metric (gFID, rFID, PSNR, SSIM, LPIPS; the paper's Figs. 3, 5-9 [guess of
+    seesaw-notes §2.8]) for the paper's Table 5 and for this study; absent ones are skipped."""
+    paper = load_paper_table("seesaw_table5").rename(columns=PAPER_COLUMNS)
+    out = []
+    for x in X_METRICS:
+        for source, frame in (("paper Table 5", paper), ("ours", units)):
+            src = _scatter_figure(frame, x, f"{X_METRICS[x]} vs condition drift: {source}",
+                                  f"seesaw-scatter-{x}-{'paper' if source.startswith('paper') else 'ours'}")
+            if src:
+                out.append({"x": X_METRICS[x], "source": source, "src": src})
+    return out
 
 
 def _fig2_figure(matrix: pd.DataFrame, title: str, name: str, fixed: bool = False) -> str | None:
@@ -228,6 +266,7 @@ def seesaw_page(results: Path, units: pd.DataFrame, fig2: pd.DataFrame | None, f
                    "ours": t3},
         "table4": t4,
         "fig4": cn_grids,
+        "scatter": _scatter_figures(units),
         "table5": {"headers": [HEADERS.get(p, p) for p, _, _ in TABLE5_COLUMNS],
                    "paper": _paper_rows(load_paper_table("seesaw_table5"), "weight_name", TABLE5_COLUMNS),
                    "ours": t5_ours, "not_run": t5_not_run},

@@ -76,6 +76,7 @@ def test_seesaw_page_without_drift_says_not_run(small) -> None:
         assert f'id="{anchor}"' in html
     assert "Drift measures not run in this study" in html and "no ControlNet pair in this study" in html
     assert "uae-stage4" in html  # the paper's 33 rows, with the de-duplication caveat
+    assert "seesaw-scatter-rfid-paper" in html and "seesaw-scatter-rfid-ours" not in html  # paper only
     assert html.count("<tr class=\"paper\">") >= 6 + 2 + 33
 
 
@@ -86,6 +87,8 @@ def test_seesaw_page_fills_ours_from_drift_columns_and_controlnet(larger) -> Non
     assert "seesaw-fig2-ours" in html  # our Fig. 2 heatmap
     assert "12.50" in html and "0.0810" in html  # tok0's controlnet_canny.json (FID, L1)
     assert 'id="seesaw-fig4"' in html and "controlnet-tok0" in html  # Fig. 4 grids as files
+    # Figs. 3, 5-9: one scatter grid per metric for the paper's Table 5 and for ours
+    assert "seesaw-scatter-psnr-paper" in html and "seesaw-scatter-psnr-ours" in html
     fig2 = pd.read_csv(report / "data" / "seesaw_fig2.csv")
     row = fig2[(fig2["rows"] == "all") & (fig2["x"] == "psnr") & (fig2["y"] == "drift_spatial")].iloc[0]
     assert row["n"] == 24 and f"{row['rho']:+.2f}" in html
