@@ -14,12 +14,10 @@ split)), one array operation per block instead of one hash per image.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 

@@ -25,7 +25,7 @@ def pretrained_tokenizer(name: str, spec: dict, resolution: int, out: str | Path
     cfg["weights"] = str(Path(weights).resolve()) if weights else None
     tokenizer = build_tokenizer(cfg)
     with torch.inference_mode():
-        mean, std = tokenizer.encode_moments(torch.full((1, 3, resolution, resolution), 0.5))
+        mean, _ = tokenizer.encode_moments(torch.full((1, 3, resolution, resolution), 0.5))
     if tuple(mean.shape[1:]) != tuple(tokenizer.latent_shape):
         raise InputError(
             f"tokenizers.{name}: {tokenizer.row.name} encodes {resolution} px images to {tuple(mean.shape[1:])}, "
