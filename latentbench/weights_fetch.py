@@ -12,7 +12,9 @@ one place that does, on request (``latentbench fetch-weights``, rule ``fetch_wei
   place only once verified (latentbench.io.atomic_path). Every failure is collected and reported
   in ONE :class:`WeightFetchError` naming each file and where it was to come from.
 - :func:`required_weights` lists the entries a study config needs (:func:`tokenizer_weights`: those
-  of its trainable tokenizers, which :func:`check_tokenizer_weights` checks at DAG parse time);
+  of its trainable tokenizers; the DAG declares them as train_tokenizer's inputs, so a missing one is
+  fetched or stops the run before any job; :func:`check_tokenizer_weights` is the same check as one
+  call, for scripts outside Snakemake);
   :func:`resolve_entry` finds one entry's file or says what to fetch.
 """
 

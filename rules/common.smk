@@ -191,6 +191,11 @@ def pretrained_weights(tok):
     if "weights" in spec:
         return spec["weights"]
     return str(weights_path(spec["name"], WEIGHTS_DIR))
+def weights_flag(weights):
+    """``--weights <path>`` for a pretrained tokenizer's file or folder; nothing for random init."""
+    return f"--weights {weights}" if weights else ""
+
+
 def pretrained_inputs(wildcards):
     """The files a pretrained entry reads: its weights file or folder, or the row's manifest files."""
     spec = config["tokenizers"][wildcards.tok]

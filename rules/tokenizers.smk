@@ -40,9 +40,7 @@ rule pretrained_tokenizer:
         f"{RESULTS}/tokenizers/{{tok}}/tokenizer.json",
     params:
         spec=lambda w: as_json(config["tokenizers"][w.tok]),
-        weights=lambda w: (
-            f"--weights {pretrained_weights(w.tok)}" if pretrained_weights(w.tok) else ""
-        ),
+        weights=lambda w: weights_flag(pretrained_weights(w.tok)),
         resolution=config["data"]["resolution"],
     threads: config["threads"]
     resources:

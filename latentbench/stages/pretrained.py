@@ -34,7 +34,7 @@ def pretrained_tokenizer(name: str, spec: dict, resolution: int, out: str | Path
     norm = spec.get("latent_norm", "none")
     if norm == "native":
         tokenizer.native_normalize(mean)  # raises now, naming the row, when it has no published statistics
-    row = tokenizer.row
+    row, parameters = tokenizer.row, count_parameters(tokenizer)
     save_tokenizer_ref(
         out,
         cfg,
@@ -42,9 +42,9 @@ def pretrained_tokenizer(name: str, spec: dict, resolution: int, out: str | Path
             "zoo": {"name": row.name, "arch": row.arch, "encode": row.encode, "norm": row.norm, "unverified": list(row.unverified)},
             "latent_shape": list(tokenizer.latent_shape),
             "latent_norm": norm,
-            "parameters": count_parameters(tokenizer),
+            "parameters": parameters,
             "random_init": cfg["weights"] is None,
         },
     )
     log.info("%s: %s (%s) latent %s, %d parameters, weights %s", name, row.name, row.arch, tuple(tokenizer.latent_shape),
-             count_parameters(tokenizer), cfg["weights"] or "random init")
+             parameters, cfg["weights"] or "random init")
