@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -176,6 +177,17 @@ def _set_threads(threads: int) -> None:
     set_threads(max(1, threads // per_node))
 
 
+STARTUP_MESSAGE = "startup %.2f s (process start to the %s call: interpreter, imports, arguments)"
+
+
+def log_startup(name: str) -> None:
+    """Log the job's fixed cost so far (bench/bench_demo.py sums these lines over a run's logs)."""
+    import psutil
+
+    elapsed = time.time() - psutil.Process().create_time()
+    logging.getLogger("latentbench.cli").info(STARTUP_MESSAGE, elapsed, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latentbench`` command."""
     from latentbench.errors import LatentbenchError
@@ -187,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pop("command")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     _set_threads(args.pop("_threads", None) or args.get("threads", 1))
+    log_startup(name)
     params = inspect.signature(fn).parameters.values()
     positional = [args.pop(p.name) for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     try:

@@ -109,3 +109,33 @@ def test_rules_call_existing_flags():
         required = {a.option_strings[0] for a in sub._actions if a.required and a.option_strings}
         assert set(flags) <= known, (name, set(flags) - known)
         assert required <= set(flags), (name, required - set(flags))
+
+
+def test_startup_is_logged(monkeypatch, caplog):
+    monkeypatch.setitem(cli.COMMANDS, "toy", f"{__name__}:_toy")
+    with caplog.at_level("INFO", logger="latentbench.cli"):
+        cli.main(["toy", "--settings", "{}", "--paths", "x", "--out", "o", "--scale", "1", "--shard", "0"])
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("startup ")]
+    assert re.fullmatch(r"startup \d+\.\d\d s \(process start to the toy call: .*\)", line)
+
+
+# Heavy packages no job imports at startup (each costs a job about a second: torchvision pulls in
+# torch._dynamo; sklearn and scipy.stats only the jobs that fit a GMM or a t-SNE need, inside them).
+HEAVY_AT_STARTUP = ("torchvision", "sklearn", "scipy.stats", "timm", "transformers", "matplotlib")
+
+
+def test_job_startup_imports_no_heavy_package():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from latentbench.cli import COMMANDS, resolve\n"
+        f"heavy = {HEAVY_AT_STARTUP!r}\n"
+        "for name in COMMANDS:\n"
+        "    before = set(sys.modules); resolve(name)\n"
+        "    if name not in ('collect', 'correlate', 'report'):\n"  # torch-free; they need scipy.stats, matplotlib
+        "        print(name, sorted(m for m in set(sys.modules) - before if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines()}
+    assert loaded and all(v == "[]" for v in loaded.values()), {k: v for k, v in loaded.items() if v != "[]"}

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from latentbench.metrics.equivariance import rotate
@@ -472,6 +471,9 @@ def gmm_loss(
         raise ValueError(f"train_latents: channels {dead} are constant over the fitting tokens; cannot standardise")
     train = (train - mean) / std
     val = (val - mean) / std
+    # (imported here: sklearn costs ~0.8 s to every job that needs no GMM)
+    from sklearn.mixture import GaussianMixture
+
     gmm = GaussianMixture(
         n_components=n_components,
         covariance_type=covariance_type,

@@ -218,9 +218,7 @@ def controlnet_evaluate(
     ``grid``: originals, their condition maps and the controlled samples (Fig. 4).
     """
     from latentbench.features import load_feature_extractor
-    from latentbench.images import (
-        save_grid,  # (torchvision: only the job that draws imports it)
-    )
+    from latentbench.images import save_grid
 
     cfg, seed = settings["seesaw"]["controlnet"], settings["seed"]
     device = compute_device()
