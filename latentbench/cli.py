@@ -170,7 +170,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _set_threads(threads: int) -> None:
-    """Torch threads: the job's CPUs, shared among the processes torchrun starts on this node."""
+    """Torch threads: the job's CPUs, shared among the processes torchrun starts on this node.
+    Jobs whose stage does not use torch (collect, correlate, report) do not import it for this."""
+    if "torch" not in sys.modules:
+        return
     from latentbench.seeding import set_threads
 
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -139,3 +139,16 @@ def test_job_startup_imports_no_heavy_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines()}
     assert loaded and all(v == "[]" for v in loaded.values()), {k: v for k, v in loaded.items() if v != "[]"}
+
+
+def test_torch_free_jobs_do_not_import_torch():
+    import subprocess
+    import sys
+
+    # a torch-free stage (genericpath.exists) run through main(): threads are set only for torch
+    code = ("import sys; from latentbench import cli\n"
+            "cli.COMMANDS['toy'] = 'genericpath:exists'\n"
+            "assert cli.main(['toy', '--path', '.']) == 0\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

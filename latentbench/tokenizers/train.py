@@ -6,7 +6,7 @@ then — once ``step >= disc_start`` — a discriminator update on the same batc
 G/D every iteration). Adam with betas (0.5, 0.9) for both.
 
 Learning rate: the paper's 1e-4 (not batch-scaled) is far too small for the few hundred
-steps a CPU demo can afford; the demo uses 1e-3 (DEMO_LR), as the tiny diffusion models do
+steps a CPU demo can afford; the demo uses 1e-3 (config.yaml), as the tiny diffusion models do
 (spec models.md §4, "tiny models need more than 1e-4").
 
 Determinism: every random choice comes from ``seed`` — model init through the global RNG
@@ -15,12 +15,12 @@ regulariser decisions from one ``torch.Generator`` whose state is checkpointed. 
 same seed gives bitwise-identical weights, and a run resumed from a checkpoint ends
 bitwise-identical to an uninterrupted one.
 
-Demo defaults (DEMO_*), measured on the 2-core CPU machine with one torch thread, process
-CPU time (the machine was shared, so wall time was ~2x), 32x32 synthetic images, the
-``demo`` arch (ch 16, 1 res block), perceptual = demo CNN: 0.15 s/step at batch 16
-(0.19 s with the VF loss), 0.33 s/step at batch 32; the spec's ch-32 arch costs ~3x more.
-At equal CPU, batch 16 x 400 steps reconstructed better than batch 32 x 200 (val MSE 0.027
-vs 0.032), hence 400 steps of 16 (~60 s per tokenizer).
+Run settings (steps, batch size, learning rate, discriminator start, checkpoint interval) are
+required arguments: their one default is the config schema's ``tokenizer_training`` block. The
+demo's values (config.yaml) were measured on the 2-core CPU machine with one torch thread, 32x32
+synthetic images, the ``demo`` arch (ch 16, 1 res block), perceptual = demo CNN: 0.15 s/step at
+batch 16 (0.19 s with the VF loss), 0.33 s/step at batch 32; at equal CPU, batch 16 reconstructed
+better than batch 32 at half the steps (val MSE 0.027 vs 0.032).
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ from latentbench.tokenizers.kl_vae import KLTokenizer
 from latentbench.tokenizers.losses import Eq12Loss, Perceptual
 from latentbench.tokenizers.regularizers import TargetFeatures, build_regularizer
 
-DEMO_STEPS = 400
-DEMO_BATCH = 16
-DEMO_LR = 1e-3
-DEMO_CHECKPOINT_EVERY = 100
 # Weight of the demo CNN's perceptual distance (the LPIPS stand-in). LPIPS-VGG enters Eq. 12
 # with weight 1; the demo distance has no learned per-channel heads and is several times
 # larger: at weight 1 it was ~80% of the nll and the pixels were left unfit (val MSE 0.043
@@ -175,14 +171,15 @@ def train_tokenizer(
     out_path: str | Path,
     checkpoint_path: str | Path | None = None,
     feature_net: torch.nn.Module | None = None,
-    steps: int = DEMO_STEPS,
-    batch_size: int = DEMO_BATCH,
-    lr: float = DEMO_LR,
-    disc_start: int | None = None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    disc_start: int,
+    checkpoint_every: int,
     seed: int = 0,
     threads: int = 1,
     log: Callable[[str], Any] = print,
-    checkpoint_every: int = DEMO_CHECKPOINT_EVERY,
     max_steps_this_run: int | None = None,
     perceptual: Perceptual | None = None,
     target_features: TargetFeatures | None = None,
@@ -199,8 +196,8 @@ def train_tokenizer(
     foundation encoder the config's ``variant`` names (its weights from ``weights_dir``), or
     the demo net's last stage for variant ``demo-cnn``. ``perceptual`` / ``target_features`` +
     ``feature_dim`` override them.
-    ``disc_start`` defaults to ``3 * steps // 4`` (the GAN term hurts a still-blurry
-    autoencoder; the paper starts it after 5k of ~80k steps). A checkpoint is written every
+    The GAN term starts at step ``disc_start`` (it hurts a still-blurry autoencoder; the paper
+    starts it after 5k of ~80k steps). A checkpoint is written every
     ``checkpoint_every`` steps to ``checkpoint_path`` and resumed from when present.
     ``max_steps_this_run`` stops early after that many steps (the final file is then not
     written). ``on_step(step, logs)`` is called after every completed step. Returns metrics;
@@ -209,7 +206,7 @@ def train_tokenizer(
     """
     _check_positive(steps=steps, batch_size=batch_size, lr=lr, threads=threads, checkpoint_every=checkpoint_every)
     steps, batch_size, checkpoint_every = int(steps), int(batch_size), int(checkpoint_every)
-    disc_start = (3 * steps) // 4 if disc_start is None else int(disc_start)
+    disc_start = int(disc_start)
     if disc_start < 0:
         raise ValueError(f"disc_start must be >= 0, got {disc_start}")
     if max_steps_this_run is not None and max_steps_this_run < 1:

@@ -31,7 +31,7 @@ from latentbench.weights_fetch import (
 torch.set_num_threads(1)
 ARCH = {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "z_channels": 2,
         "embed_dim": 2, "resolution": 32, "norm_groups": 4}  # fmt: skip  (latent 2x16x16)
-QUIET = {"log": lambda s: None}
+QUIET = {"log": lambda s: None, "lr": 1e-3}
 NARROW = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 
 
@@ -67,7 +67,7 @@ def test_trains_with_lpips_vgg_and_the_named_foundation_encoder(tmp_path, images
     logs = []
     metrics = train_tokenizer(
         _cfg(regularizer, "DINOv2-B", reg_options={"repa_hidden": 16}), images, tmp_path / "tok.pt",
-        tmp_path / "tok.ckpt", steps=2, batch_size=4, disc_start=1, weights_dir=weights_dir,
+        tmp_path / "tok.ckpt", steps=2, batch_size=4, disc_start=1, checkpoint_every=100, weights_dir=weights_dir,
         on_step=lambda step, values: logs.append(values), **QUIET,
     )  # fmt: skip
     assert metrics["completed"] and metrics["perceptual_net"] == "lpips-vgg" and metrics["alignment_net"] == "DINOv2-B"
@@ -82,7 +82,7 @@ def test_trains_with_lpips_vgg_and_the_named_foundation_encoder(tmp_path, images
 
 
 def test_lpips_term_changes_training_and_weight_zero_drops_it(tmp_path, images, weights_dir):
-    run = dict(steps=1, batch_size=4, weights_dir=weights_dir, **QUIET)
+    run = dict(steps=1, batch_size=4, disc_start=1, checkpoint_every=100, weights_dir=weights_dir, **QUIET)
     with_lpips = train_tokenizer(_cfg(), images, tmp_path / "a.pt", **run)
     without = train_tokenizer(_cfg(perceptual_weight=0), images, tmp_path / "b.pt", **run)
     assert with_lpips["perceptual_net"] == "lpips-vgg" and without["perceptual_net"] == "none"
@@ -91,8 +91,8 @@ def test_lpips_term_changes_training_and_weight_zero_drops_it(tmp_path, images, 
 
 def test_demo_keeps_its_labelled_stand_ins(tmp_path, images):
     net = DemoNet(10, widths=(8, 8, 8)).eval().requires_grad_(False)
-    metrics = train_tokenizer(_cfg("mcos", "demo-cnn"), images, tmp_path / "d.pt", steps=1, batch_size=4,
-                              feature_net=net, **QUIET)  # fmt: skip
+    metrics = train_tokenizer(_cfg("mcos", "demo-cnn"), images, tmp_path / "d.pt", steps=1, batch_size=4, disc_start=1,
+                              checkpoint_every=100, feature_net=net, **QUIET)  # fmt: skip
     assert metrics["perceptual_net"] == "demo-cnn" and metrics["alignment_net"] == "demo-cnn"
     assert metrics["perceptual_weight"] == 0.1
 
@@ -100,7 +100,7 @@ def test_demo_keeps_its_labelled_stand_ins(tmp_path, images):
 def test_missing_encoder_weights_fail_before_any_step(tmp_path, images, weights_dir):
     with pytest.raises(WeightMissing) as err:
         train_tokenizer(_cfg("mdms", "DINOv3-B"), images, tmp_path / "t.pt", tmp_path / "t.ckpt", steps=1,
-                        batch_size=4, weights_dir=weights_dir, **QUIET)  # fmt: skip
+                        batch_size=4, disc_start=1, checkpoint_every=100, weights_dir=weights_dir, **QUIET)  # fmt: skip
     assert "vit_base_patch16_dinov3.lvd1689m.safetensors" in str(err.value)
     assert "https://huggingface.co/timm/vit_base_patch16_dinov3.lvd1689m" in str(err.value)
     assert not (tmp_path / "t.ckpt").exists() and not (tmp_path / "t.pt").exists()

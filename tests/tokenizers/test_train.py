@@ -23,7 +23,8 @@ ARCH = {
     "resolution": 32,
     "norm_groups": 4,
 }  # fmt: skip  (latent 2x16x16)
-QUIET = {"log": lambda s: None}
+QUIET = {"log": lambda s: None, "lr": 1e-3}
+RUN2 = {"steps": 2, "batch_size": 8, "disc_start": 1, "checkpoint_every": 100}  # a two-step run
 L1 = {"perceptual_weight": 0}  # no perceptual network: L1 reconstruction only (LPIPS-VGG: tests/tokenizers/test_foundation.py)
 
 
@@ -104,7 +105,7 @@ def test_crash_in_callback_then_resume(tmp_path, images):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, images):
-    kw = dict(steps=3, batch_size=8, disc_start=1, **QUIET)
+    kw = dict(steps=3, batch_size=8, disc_start=1, checkpoint_every=100, **QUIET)
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         train_tokenizer(_cfg(**L1), images, tmp_path / f"{name}.pt", seed=seed, **kw)
     _assert_bitwise_equal(_weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt"))
@@ -122,7 +123,7 @@ def test_nan_raises_naming_step_and_keeps_last_checkpoint(tmp_path, images):
 
     with pytest.raises(FloatingPointError, match="step 5"):
         train_tokenizer(_cfg(), images, tmp_path / "a.pt", tmp_path / "a.ckpt", steps=8, batch_size=8,
-                        checkpoint_every=3, perceptual=perceptual, **QUIET)  # fmt: skip
+                        disc_start=6, checkpoint_every=3, perceptual=perceptual, **QUIET)  # fmt: skip
     state = load_checkpoint(tmp_path / "a.ckpt", restore_rng=False)
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["tokenizer"].values())
@@ -131,7 +132,7 @@ def test_nan_raises_naming_step_and_keeps_last_checkpoint(tmp_path, images):
 
 def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
     """A changed config must not continue the old run: the job starts over, as a fresh run."""
-    kw = dict(steps=2, batch_size=8, checkpoint_every=1, **QUIET)
+    kw = dict(steps=2, batch_size=8, disc_start=1, checkpoint_every=1, **QUIET)
     train_tokenizer(_cfg(**L1), images, tmp_path / "a.pt", tmp_path / "a.ckpt", max_steps_this_run=1, **kw)
     with caplog.at_level("WARNING"):
         train_tokenizer(_cfg(kl_weight=1e-3, **L1), images, tmp_path / "a.pt", tmp_path / "a.ckpt", **kw)
@@ -145,7 +146,7 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, images, caplog):
 def test_outputs_and_sharded_input(tmp_path, images):
     spec = SyntheticSpec(40, 32, seed=1)
     write_split(tmp_path / "train", 40, 15, lambda s, n: generate(spec, s, n))
-    metrics = train_tokenizer(_cfg(**L1), str(tmp_path / "train"), tmp_path / "tok.pt", steps=2, batch_size=8, **QUIET)
+    metrics = train_tokenizer(_cfg(**L1), str(tmp_path / "train"), tmp_path / "tok.pt", **RUN2, **QUIET)
     assert set(metrics["eval"]) >= {"mse", "psnr", "posterior_std", "latent_std", "latent_snr"}
     assert metrics["discriminator"] == {"n_layers": 2, "ndf": 16}  # demo-size PatchGAN below 128 px
     tok = load_tokenizer(tmp_path / "tok.pt")
@@ -172,12 +173,12 @@ def test_batch_stream_epochs_cover_each_image_once(tmp_path):
 
 def test_bad_arguments(images):
     with pytest.raises(ValueError, match="steps"):
-        train_tokenizer(_cfg(), images, "x.pt", steps=0, **QUIET)
+        train_tokenizer(_cfg(), images, "x.pt", **{**RUN2, "steps": 0}, **QUIET)
     with pytest.raises(ValueError, match="family"):
-        train_tokenizer({"family": "other"}, images, "x.pt", steps=1, **QUIET)
+        train_tokenizer({"family": "other"}, images, "x.pt", **RUN2, **QUIET)
     with pytest.raises(ValueError, match="batch_size"):
-        train_tokenizer(_cfg(), images[:4], "x.pt", steps=1, batch_size=8, **QUIET)
+        train_tokenizer(_cfg(), images[:4], "x.pt", **RUN2, **QUIET)
     with pytest.raises(ValueError, match="target_features"):
-        train_tokenizer(_cfg("mcos", "demo-cnn"), images, "x.pt", steps=1, **QUIET)
+        train_tokenizer(_cfg("mcos", "demo-cnn"), images, "x.pt", **RUN2, **QUIET)
     with pytest.raises(ValueError, match="uint8"):
-        train_tokenizer(_cfg(), images.astype(np.float32), "x.pt", steps=1, **QUIET)
+        train_tokenizer(_cfg(), images.astype(np.float32), "x.pt", **RUN2, **QUIET)
