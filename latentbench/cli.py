@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args.pop("command")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     _set_threads(args.pop("_threads", None) or args.get("threads", 1))
-    log_startup(name)
+    if name != "validate-config":  # a command users type, not a DAG job
+        log_startup(name)
     params = inspect.signature(fn).parameters.values()
     positional = [args.pop(p.name) for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     try:
