@@ -2,22 +2,77 @@
 
 One place for the helpers the pages used to copy: a page formats numbers with :func:`num`,
 colours an r with :func:`r_colour` and builds a correlation cell with :func:`corr_cell` (from
-:func:`latentbench.analysis.correlation.correlate`) or :func:`why_cell` when it cannot.
+:func:`latentbench.analysis.correlation.correlate`) or :func:`why_cell` when it cannot. The paper
+pages take the study's correlation target (config ``analysis.target``) from :func:`study_target`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from latentbench.analysis.correlation import correlate
+from latentbench.analysis.metric_info import info
+from latentbench.analysis.regression import Better
 
-__all__ = ["MIN_UNITS", "column_format", "corr_cell", "num", "r_colour", "scale_text", "why_cell"]
+__all__ = ["MIN_UNITS", "PAPER_TARGET", "Target", "column_format", "corr_cell", "num", "r_colour", "scale_text",
+           "study_target", "why_cell"]
 
 MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
+PAPER_TARGET = "gfid"  # every correlation the papers print is with gFID
+
+
+@dataclass(frozen=True)
+class Target:
+    """The generation metric a study correlates the proxies with (config ``analysis.target``)."""
+
+    column: str  # the metrics.csv column
+    label: str  # its display label (metric_info)
+    higher_is_better: bool
+
+    def predicts_sign(self, better: Better) -> int:
+        """Sign of r for a metric oriented by ``better`` (:func:`latentbench.analysis.regression.oriented`)
+        that predicts this target: +1 for "lower" with a lower-is-better target such as gFID, -1 for
+        "larger" with gFID, and the opposite for a higher-is-better target."""
+        return 1 if (better == "lower") != self.higher_is_better else -1
+
+    def paper_note(self) -> str | None:
+        """The sentence a paper page shows when our correlations are not against the paper's gFID."""
+        if self.column == PAPER_TARGET:
+            return None
+        flip = (f" {self.label} is higher-is-better, so a metric that predicts it has the opposite sign to "
+                "the paper's convention." if self.higher_is_better else "")
+        return (f"This study's analysis.target is {self.label}: our correlations on this page are against "
+                f"{self.label}, while the paper's values are against gFID, so ours and the paper's are not "
+                f"comparable (their difference means nothing).{flip}")
+
+    def context(self, better: Better) -> dict[str, Any]:
+        """What a paper page's template needs: column, label, the not-comparable note (None for gFID)
+        and the sign ("positive" / "negative") of r for a predictive metric oriented by ``better``."""
+        return {"column": self.column, "label": self.label, "note": self.paper_note(),
+                "predicts": "positive" if self.predicts_sign(better) > 0 else "negative"}
+
+
+def study_target(config: dict, frame: pd.DataFrame, metrics_csv: str | Path) -> Target:
+    """The correlation target of a study: config ``analysis.target`` (a validated config has it;
+    schema default gfid), which must be a column of ``frame`` (the study's ``metrics_csv``) with
+    metadata in metric_info; else one ValueError naming ``analysis.target``."""
+    target = (config.get("analysis") or {}).get("target")
+    if not target:
+        raise ValueError("analysis.target: not in the config (pass the validated study config)")
+    if target not in frame.columns:
+        raise ValueError(f"analysis.target: column {target!r} is not in {metrics_csv}")
+    try:
+        meta = info(target)
+    except KeyError:
+        raise ValueError(f"analysis.target: {target!r} has no entry in metric_info.METRICS "
+                         "(its label and direction are unknown)") from None
+    return Target(target, meta.label, meta.higher_is_better)
 
 
 def num(value: Any, fmt: str = ".2f") -> str:
