@@ -24,7 +24,7 @@ import pandas as pd
 
 from latentbench.analysis.metric_info import info
 
-__all__ = ["CONVENTIONS", "all_pairs", "oriented", "oriented_label", "two_metric_regression"]
+__all__ = ["CONVENTIONS", "all_pairs", "flipped", "oriented", "oriented_label", "two_metric_regression"]
 
 # Parameters of the two-metric model (β0, β1, β2). Adjusted R² needs n - p - 1 > 0 with p = 2
 # regressors, so a fit needs at least four units; three points always fit a plane exactly.
@@ -36,7 +36,7 @@ Better = Literal["larger", "lower"]
 CONVENTIONS: tuple[Better, ...] = ("larger", "lower")
 
 
-def _flipped(metric: str, better: Better) -> bool:
+def flipped(metric: str, better: Better) -> bool:
     """Whether ``metric`` is negated under the convention ``better`` (unknown names raise)."""
     if better not in CONVENTIONS:
         raise ValueError(f"better: expected one of {CONVENTIONS}, got {better!r}")
@@ -60,7 +60,7 @@ def oriented(frame: pd.DataFrame, metric: str, better: Better = "larger") -> pd.
         raise ValueError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
     if metric not in frame.columns:
         raise ValueError(f"metric: column {metric!r} is not in the frame (has {list(frame.columns)})")
-    flip = _flipped(metric, better)
+    flip = flipped(metric, better)
     values = pd.to_numeric(frame[metric], errors="raise").astype(np.float64)
     return -values if flip else values
 
@@ -69,7 +69,7 @@ def oriented_label(metric: str, better: Better = "larger") -> str:
     """Display label of the oriented metric under the convention ``better`` (see :func:`oriented`):
     "−VIV" / "LNC" for "larger", "−PSNR" / "LPIPS" for "lower"."""
     label = info(metric).label
-    return f"−{label}" if _flipped(metric, better) else label
+    return f"−{label}" if flipped(metric, better) else label
 
 
 def _numeric(frame: pd.DataFrame, name: str, role: str) -> np.ndarray:

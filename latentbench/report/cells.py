@@ -20,7 +20,7 @@ from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import info
 from latentbench.analysis.regression import Better
 
-__all__ = ["MIN_UNITS", "PAPER_TARGET", "Target", "column_format", "corr_cell", "num", "r_colour", "scale_text",
+__all__ = ["MIN_UNITS", "PAPER_TARGET", "CorrelationTable", "Target", "column_format", "corr_cell", "num", "r_colour", "scale_text",
            "study_target", "why_cell"]
 
 MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
@@ -114,8 +114,11 @@ def why_cell(why: str, n: int = 0) -> dict[str, Any]:
             "pcc_ci": "", "srcc_ci": ""}
 
 
-def corr_cell(x: pd.Series, y: pd.Series, n_boot: int, seed: int, y_name: str = "gFID") -> dict[str, Any]:
-    """PCC and SRCC of x with y over the units both index (NaN pairs dropped), or the reason why not."""
+def corr_cell(x: pd.Series, y: pd.Series, n_boot: int, seed: int, y_name: str = "gFID",
+              result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """PCC and SRCC of x with y over the units both index (NaN pairs dropped), or the reason why not;
+    ``result`` (correlate's dict for these pairs, e.g. :meth:`CorrelationTable.result`) is used
+    instead of computing it again."""
     pair = pd.concat([x.rename("x"), y.rename("y")], axis=1, join="inner").astype(float).dropna()
     n = len(pair)
     if n < MIN_UNITS:
@@ -124,7 +127,8 @@ def corr_cell(x: pd.Series, y: pd.Series, n_boot: int, seed: int, y_name: str = 
         return why_cell("metric constant across tokenizers", n)
     if np.ptp(pair["y"].to_numpy()) == 0:
         return why_cell(f"{y_name} constant across tokenizers", n)
-    res = correlate(pair["x"].to_numpy(), pair["y"].to_numpy(), n_boot=n_boot, seed=seed)
+    res = result if result is not None else correlate(pair["x"].to_numpy(), pair["y"].to_numpy(), n_boot=n_boot,
+                                                      seed=seed)
 
     def ci(lo_hi: tuple[float, float]) -> str:
         return f"[{num(lo_hi[0])}, {num(lo_hi[1])}]" if n_boot else ""
@@ -132,3 +136,34 @@ def corr_cell(x: pd.Series, y: pd.Series, n_boot: int, seed: int, y_name: str = 
     return {"ok": True, "why": None, "n": n, "pcc": res["pcc"], "srcc": res["srcc"],
             "pcc_text": num(res["pcc"]), "srcc_text": num(res["srcc"]),
             "pcc_ci": ci(res["pcc_ci"]), "srcc_ci": ci(res["srcc_ci"])}
+
+
+class CorrelationTable:
+    """The rows of ``correlations.csv`` (:func:`latentbench.stages.report.correlations`) for one
+    target, so a paper-page cell that is exactly one of them is read, not bootstrapped again.
+
+    A row is one metric (raw, not oriented) against the target over the tokenizers of one
+    (family, backbone, cfg_scale); the table must come from the same config (``analysis.n_boot``,
+    ``seed``) as the page. ``None`` (no table) makes every lookup miss.
+    """
+
+    def __init__(self, table: pd.DataFrame | None, target: str) -> None:
+        self._rows: dict[tuple[str, str, str, float], Any] = {}
+        if table is not None and "target" in table.columns:
+            for r in table[table["target"] == target].itertuples():
+                self._rows[(r.metric, r.family, r.backbone, round(float(r.cfg_scale), 9))] = r
+
+    def result(self, metric: str, family: str, backbone: str, scale: float, n: int,
+               flip: bool) -> dict[str, Any] | None:
+        """correlate()'s dict for that row when it exists and covers ``n`` tokenizers (the page's
+        pairs), negated when ``flip`` (the page orients the metric by negating it); else None."""
+        row = self._rows.get((metric, family, backbone, round(float(scale), 9)))
+        if row is None or int(row.n) != n:
+            return None
+        s = -1.0 if flip else 1.0
+
+        def ci(lo: float, hi: float) -> tuple[float, float]:
+            return (s * hi, s * lo) if flip else (lo, hi)
+
+        return {"n": n, "pcc": s * row.pcc, "pcc_p": row.pcc_p, "pcc_ci": ci(row.pcc_lo, row.pcc_hi),
+                "srcc": s * row.srcc, "srcc_p": row.srcc_p, "srcc_ci": ci(row.srcc_lo, row.srcc_hi)}

@@ -43,13 +43,21 @@ from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import info
 from latentbench.analysis.regression import (
     all_pairs,
+    flipped,
     oriented,
     oriented_label,
     two_metric_regression,
 )
 from latentbench.config import backbone_order, most_trained_backbone, ordered_names
 from latentbench.io import read_json
-from latentbench.report.cells import Target, num, r_colour, scale_text, study_target
+from latentbench.report.cells import (
+    CorrelationTable,
+    Target,
+    num,
+    r_colour,
+    scale_text,
+    study_target,
+)
 from latentbench.report.figures import image_src
 
 __all__ = ["MAIN_PROXIES", "PERSPECTIVES", "backbone_order", "diffusability_section"]
@@ -97,10 +105,11 @@ def _uri(fig, name: str = "diffusability") -> str:
     return image_src(fig, name)
 
 
-def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, sign: int) -> dict[str, Any]:
-    """Pearson r of x with y (correlate), raw numbers plus strings for the template; the cell is
-    blue when ``sign * r > 0`` (the direction in which x predicts y, :func:`r_colour`)."""
-    res = correlate(x, y, n_boot=n_boot, seed=seed)
+def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, sign: int,
+               result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pearson r of x with y (correlate, or ``result`` when given), raw numbers plus strings for the
+    template; the cell is blue when ``sign * r > 0`` (the direction in which x predicts y, :func:`r_colour`)."""
+    res = result if result is not None else correlate(x, y, n_boot=n_boot, seed=seed)
     lo, hi = res["pcc_ci"]
     return {
         "r": res["pcc"],
@@ -132,6 +141,7 @@ class _Study:
     w0: float  # the guidance scale of the no-CFG analyses (1.0 when measured)
     n_boot: int
     seed: int
+    table: CorrelationTable  # correlations.csv: cells that are one of its rows are read from it
 
     def units(self, family: str | None = None, backbone: str | None = None, scale: float | None = None) -> pd.DataFrame:
         """One row per tokenizer of ``family`` at (backbone, scale) with a target value, in study order."""
@@ -165,11 +175,18 @@ class _Study:
         """The target's metrics.csv column."""
         return self.target.column
 
-    def cell(self, x: np.ndarray, y: np.ndarray, sign: int | None = None) -> dict[str, Any]:
+    def cell(self, x: np.ndarray, y: np.ndarray, sign: int | None = None,
+             row: tuple[str, str, str, float] | None = None) -> dict[str, Any]:
         """:func:`_corr_cell` with the study's bootstrap settings; ``sign`` defaults to the target's
-        predictive direction for x oriented larger = better latent."""
+        predictive direction for x oriented larger = better latent. ``row`` = (metric, family,
+        backbone, scale) when x is that oriented metric and y the target over that setting's
+        tokenizers: the cell is then correlations.csv's row if it has the same tokenizers."""
+        result = None
+        if row is not None:
+            n = int((~(np.isnan(x) | np.isnan(y))).sum())
+            result = self.table.result(*row, n=n, flip=flipped(row[0], "larger"))
         sign = self.target.predicts_sign("larger") if sign is None else sign
-        return _corr_cell(x, y, self.n_boot, self.seed, sign)
+        return _corr_cell(x, y, self.n_boot, self.seed, sign, result)
 
     def family_backbone(self, family: str) -> str:
         """The backbone of a family's Fig. 6 column: the primary one if trained on that family, else
@@ -193,7 +210,8 @@ class _Study:
         return f"{family}, {backbone}, w = {scale_text(scale)}"
 
 
-def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
+def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int,
+           correlations: pd.DataFrame | None) -> _Study:
     missing = [c for c in ID_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
@@ -209,7 +227,7 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
     scales = sorted(frame["cfg_scale"].unique().tolist())
     w0 = 1.0 if any(np.isclose(scales, 1.0)) else scales[0]
     return _Study(frame, results, target, tokenizers, families, backbones, scales, families[0], backbones[0], w0,
-                  n_boot, seed)
+                  n_boot, seed, CorrelationTable(correlations, target.column))
 
 
 def _palette(names: Sequence[str]) -> dict[str, tuple]:
@@ -288,7 +306,8 @@ def _overview(study: _Study) -> dict[str, Any]:
                 unmeasured.append(info(metric).label)
                 continue
             x = oriented(units, metric).to_numpy()
-            cells.append({"metric": metric, "label": oriented_label(metric), "x": x, **study.cell(x, y)})
+            cells.append({"metric": metric, "label": oriented_label(metric), "x": x,
+                          **study.cell(x, y, row=(metric, study.family, study.backbone, study.w0))})
         defined = [c for c in cells if math.isfinite(c["r"])]
         best = max(defined, key=lambda c: abs(c["r"])) if defined else None
         for c in cells:
@@ -378,7 +397,7 @@ def _stability(study: _Study) -> dict[str, Any]:
         units = study.units(**where)
         columns.append({"label": label, "kind": kind, "n": len(units), "family": where.get("family", study.family),
                         "backbone": where.get("backbone", study.backbone),
-                        "w": scale_text(where.get("scale", study.w0))})
+                        "w": scale_text(where.get("scale", study.w0)), "scale": where.get("scale", study.w0)})
         unit_sets.append(units)
     if not proxies or max(len(u) for u in unit_sets) < MIN_UNITS_R:
         return {"available": False, "notes": notes,
@@ -387,9 +406,10 @@ def _stability(study: _Study) -> dict[str, Any]:
     rows = []
     for metric in proxies:
         cells = []
-        for units, (column, sign) in zip(unit_sets, targets):
+        for units, (column, sign), setting in zip(unit_sets, targets, columns):
             x = oriented(units, metric).to_numpy() if len(units) else np.array([])
-            cells.append(study.cell(x, units[column].to_numpy(float), sign))
+            row = (metric, setting["family"], setting["backbone"], setting["scale"]) if column == study.y else None
+            cells.append(study.cell(x, units[column].to_numpy(float), sign, row))
         rows.append({"metric": metric, "label": oriented_label(metric), "cells": cells})
     # The paper's Figs. 5-6 panels: one row per backbone / family setting, one column per main proxy
     grid = [(c, u, [row["cells"][i] for row in rows]) for i, (c, u) in enumerate(zip(columns, unit_sets))
@@ -601,7 +621,8 @@ def _trajectories(study: _Study) -> dict[str, Any]:
     palette = _regulariser_palette(study.frame)
     y = units[study.y].to_numpy(float)
     scatter_metrics = [m for m in ("straightness", "efficiency") if study.measured(m, units)]
-    cells = {m: study.cell(oriented(units, m).to_numpy(), y) for m in scatter_metrics}
+    cells = {m: study.cell(oriented(units, m).to_numpy(), y, row=(m, study.family, study.backbone, study.w0))
+             for m in scatter_metrics}
     out["cells"] = [{"label": info(m).label, **cells[m]} for m in scatter_metrics]
     if scatter_metrics and len(units) >= MIN_UNITS_R:
         with _theme():
@@ -696,14 +717,18 @@ _ANALYSES = {
 
 
 def diffusability_section(
-    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0
+    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0,
+    correlations: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Context of ``diffusability.html.j2`` (pass it as ``diffusability``) for one study.
 
     ``results_dir`` is ``results/<study>`` (its ``metrics/`` holds latent.json and
     trajectory.json), ``frame`` that study's metrics.csv, ``config`` its config (the order of
     ``tokenizers`` and ``backbones`` picks the primary backbone and orders the tables).
-    Bootstrap CIs use ``n_boot`` resamples with ``seed``. Keys: ``available``/``why`` for
+    ``config["analysis"]["target"]`` is the y of every analysis. Bootstrap CIs use ``n_boot``
+    resamples with ``seed``; ``correlations`` (the study's correlations.csv, from the same config)
+    supplies the cells that are exactly one of its rows (Fig. 4, the stability table's target
+    columns, Fig. 9) instead of a second bootstrap. Keys: ``available``/``why`` for
     the whole section, ``setting`` (primary family, backbone, w, n), and one dict per
     analysis: ``overview`` (Fig. 4), ``stability`` (Figs. 5-6), ``guidance`` (Figs. 7/25),
     ``regression`` (Fig. 8), ``trajectories`` (Figs. 9-10), each with its own
@@ -715,7 +740,7 @@ def diffusability_section(
         raise ValueError(f"n_boot: expected a non-negative integer, got {n_boot}")
     if frame.empty:
         return {"available": False, "why": "metrics.csv has no rows."}
-    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed))
+    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed), correlations)
     feature_net = sorted(frame["feature_net"].dropna().astype(str).unique()) if "feature_net" in frame else []
     return {
         "available": True,

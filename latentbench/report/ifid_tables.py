@@ -47,10 +47,19 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from latentbench.analysis.metric_info import METRICS
-from latentbench.analysis.regression import oriented
+from latentbench.analysis.regression import flipped, oriented
 from latentbench.config import backbone_order, ordered_names
 from latentbench.io import read_json
-from latentbench.report.cells import PAPER_TARGET, Target, corr_cell, num, scale_text, study_target, why_cell
+from latentbench.report.cells import (
+    PAPER_TARGET,
+    CorrelationTable,
+    Target,
+    corr_cell,
+    num,
+    scale_text,
+    study_target,
+    why_cell,
+)
 from latentbench.report.figures import image_src, png_bytes
 from latentbench.report.paper_values import load_paper_table
 
@@ -114,6 +123,7 @@ class _Study:
     backbones: list[str]
     n_boot: int
     seed: int
+    table: CorrelationTable  # correlations.csv: cells that are one of its rows are read from it
     _rows: dict[tuple[str, float], pd.DataFrame] = field(default_factory=dict)
 
     def scales(self, backbone: str, column: str | None = None) -> list[float]:
@@ -153,9 +163,17 @@ class _Study:
         """Per tokenizer, ``column`` (default: the target) of ``backbone`` at ``scale`` (NaN where missing)."""
         return self.rows(backbone, scale)[column or self.target.column].astype(float)
 
-    def cell(self, x: pd.Series, y: pd.Series) -> dict[str, Any]:
-        """:func:`corr_cell` of x with ``y`` (a Series of the target) with the study's bootstrap settings."""
-        return corr_cell(x, y, self.n_boot, self.seed, self.target.label)
+    def cell(self, x: pd.Series, y: pd.Series, row: tuple[str, str, float] | None = None) -> dict[str, Any]:
+        """:func:`corr_cell` of x with ``y`` (a Series of the target) with the study's bootstrap settings.
+        ``row`` = (metric, backbone, scale) when x is that metric oriented lower = better and y the
+        target at that setting: in a one-family study that is a correlations.csv row, read from it."""
+        result = None
+        families = self.frame["family"].dropna().unique() if "family" in self.frame else []
+        if row is not None and len(families) == 1:
+            n = int(pd.concat([x, y], axis=1, join="inner").notna().all(axis=1).sum())
+            metric, backbone, scale = row
+            result = self.table.result(metric, str(families[0]), backbone, scale, n, flipped(metric, "lower"))
+        return corr_cell(x, y, self.n_boot, self.seed, self.target.label, result)
 
     def per_tokenizer(self, metric: str) -> pd.Series:
         """A per-tokenizer column (rFID, iFID, ...) with one value per tokenizer, NaN where absent."""
@@ -219,7 +237,8 @@ def map_backbones(backbones: Sequence[str], config: dict) -> tuple[dict[str, str
     return mapping, [how[bb] for bb in backbones]
 
 
-def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
+def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int,
+           correlations: pd.DataFrame | None) -> _Study:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
@@ -227,7 +246,8 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
                          backbone=frame["backbone"].astype(str))
     target = study_target(config, frame, results / "metrics.csv")
     tokenizers = ordered_names(list(config.get("tokenizers") or {}), frame["tokenizer"].tolist())
-    return _Study(results, frame, config, target, tokenizers, backbone_order(config, frame), n_boot, seed)
+    return _Study(results, frame, config, target, tokenizers, backbone_order(config, frame), n_boot, seed,
+                  CorrelationTable(correlations, target.column))
 
 
 def _settings(study: _Study, backbone: str) -> list[dict[str, Any]]:
@@ -353,7 +373,8 @@ def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
                 ours = why_cell(row_why or g["why"])
             else:
                 units = study.rows(g["backbone"], g["w"])
-                ours = study.cell(oriented(units, metric, "lower"), study.values(g["backbone"], g["w"]))
+                ours = study.cell(oriented(units, metric, "lower"), study.values(g["backbone"], g["w"]),
+                                  (metric, g["backbone"], g["w"]))
             pcc = srcc = None
             if g["paper"]:
                 prefix = f"{_A3_PREFIX[g['paper']]}_{g['key']}"
@@ -571,7 +592,7 @@ def _figure1(study: _Study) -> dict[str, Any]:
                 notes.append(f"{name} not measured in this study.")
                 continue
             x = study.per_tokenizer(metric)
-            row.append({"metric": metric, "label": name, "x": x, "y": y, "cell": study.cell(x, y)})
+            row.append({"metric": metric, "label": name, "x": x, "y": y, "cell": study.cell(x, y, (metric, bb, w0))})
         if row:
             panels.append((bb, row))
     if not panels:
@@ -620,14 +641,18 @@ def _readme_png() -> tuple[bytes, list[dict[str, Any]]]:
 
 
 def ifid_section(
-    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0
+    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0,
+    correlations: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Context of ``ifid.html.j2`` (pass it as ``ifid``): the iFID paper's tables on one study.
 
     ``results_dir`` is ``results/<study>`` (its ``metrics/`` holds ifid_variants.json and
     gfid_t.json), ``frame`` that study's metrics.csv, ``config`` its config (orders tokenizers
     and backbones; backbone sizes map them to the paper's SiT-B / SiT-XL columns, ``ifid.k`` is
-    Table 5's K). Bootstrap CIs use ``n_boot`` resamples with ``seed``. Keys: ``available`` /
+    Table 5's K, ``analysis.target`` the y of Tables 3-5 and Figure 1). Bootstrap CIs use
+    ``n_boot`` resamples with ``seed``; ``correlations`` (the study's correlations.csv, from the same
+    config) supplies the Table 3 and Figure 1 cells of a one-family study (then exactly its rows)
+    instead of a second bootstrap. Keys: ``available`` /
     ``why`` for the whole section, ``mapping`` (our backbone -> paper column, with the reason),
     ``table1``, ``table3``, ``table4``, ``table5``, ``figure1``, each with its own ``available``
     / ``why`` / ``notes``.
@@ -638,7 +663,7 @@ def ifid_section(
         raise ValueError(f"n_boot: expected a non-negative integer, got {n_boot}")
     if frame.empty:
         return {"available": False, "why": "metrics.csv has no rows."}
-    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed))
+    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed), correlations)
     mapping, how = map_backbones(study.backbones, config)
     groups = [{"backbone": bb, "paper": mapping[bb], **s} for bb in study.backbones for s in _settings(study, bb)]
     variants, missing, nets = _load_variants(study)

@@ -29,7 +29,7 @@ from latentbench.report.diffusability import (
     diffusability_section,
 )
 from latentbench.report.render import report_env
-from latentbench.stages.report import correlate_study
+from latentbench.stages.report import correlate_study, correlations
 
 BACKBONES = ["sit-a", "sit-b"]
 SCALES = [1.0, 1.5, 2.0]
@@ -341,3 +341,27 @@ def test_target_must_be_a_metrics_column_with_metadata(tmp_path) -> None:
         diffusability_section(tmp_path, frame.assign(**{"is": 1.0}), config, n_boot=0)
     with pytest.raises(ValueError, match=r"analysis\.target: not in the config"):
         diffusability_section(tmp_path, frame, {"tokenizers": config["tokenizers"]}, n_boot=0)
+
+
+def test_cells_that_are_correlations_csv_rows_are_read_from_it(tmp_path) -> None:
+    frame, config, _ = synthetic_study(tmp_path)
+    table = correlations(frame, "gfid", N_BOOT, 0)
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=N_BOOT, seed=0, correlations=table)
+    row = table[(table["metric"] == "viv") & (table["backbone"] == "sit-a") & (table["cfg_scale"] == 1.0)].iloc[0]
+    viv = next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")  # −VIV: the row negated
+    assert (viv["r"], viv["lo"], viv["hi"], viv["n"]) == (-row["pcc"], -row["pcc_hi"], -row["pcc_lo"], row["n"])
+    # read, not recomputed: a changed row shows on the page (Fig. 4, the stability table, Fig. 9) ...
+    tampered = table.copy()
+    tampered.loc[tampered["metric"].isin(["viv", "efficiency"]), "pcc"] = 0.5
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0, correlations=tampered)
+    assert next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")["r"] == -0.5
+    stab = next(r for r in ctx["stability"]["rows"] if r["metric"] == "viv")
+    assert [c["r"] for c in stab["cells"]] == [-0.5] * len(stab["cells"])
+    assert next(c for c in ctx["trajectories"]["cells"] if c["label"] == "Efficiency")["r"] == 0.5
+    # ... but not where the page's tokenizers differ from the row's (here one has no gFID)
+    fewer = frame.assign(gfid=frame["gfid"].where(frame["tokenizer"] != "tok0"))
+    ctx = diffusability_section(tmp_path, fewer, config, n_boot=0, seed=0, correlations=tampered)
+    units = _units(fewer).dropna(subset=["gfid"])
+    viv = next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")
+    assert viv["n"] == 5 and viv["r"] == pytest.approx(
+        scipy.stats.pearsonr(-units["viv"], units["gfid"]).statistic, abs=1e-12)

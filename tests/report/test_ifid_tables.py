@@ -27,6 +27,7 @@ from latentbench.report import ifid_tables
 from latentbench.report.ifid_tables import TABLE3_ROWS, ifid_section, map_backbones
 from latentbench.report.paper_values import load_paper_table
 from latentbench.report.render import report_env
+from latentbench.stages.report import correlations
 
 BACKBONES = {"sit-b": {"size": "B", "recipe": "ifid_sit"}, "sit-xl": {"size": "XL", "recipe": "ifid_sit"}}
 SCALES = [1.0, 1.5, 2.0]
@@ -437,3 +438,24 @@ def test_missing_target_column_names_analysis_target(tmp_path) -> None:
     config["analysis"]["target"] = "fdr6"
     with pytest.raises(ValueError, match=r"^analysis\.target: column 'fdr6' is not in .*metrics\.csv$"):
         ifid_section(tmp_path, frame, config, n_boot=0)
+
+
+def test_table3_and_figure1_cells_are_read_from_correlations_csv(tmp_path) -> None:
+    frame, config = synthetic_study(tmp_path, gfid_t=False, variants=False)
+    table = correlations(frame, "gfid", N_BOOT, 0)
+    ctx = ifid_section(tmp_path, frame, config, n_boot=N_BOOT, seed=0, correlations=table)
+    row = table[(table["metric"] == "psnr") & (table["backbone"] == "sit-b") & (table["cfg_scale"] == 1.0)].iloc[0]
+    psnr = next(r for r in ctx["table3"]["rows"] if r["metric"] == "psnr")["cells"][0]["ours"]  # −PSNR
+    assert (psnr["pcc"], psnr["srcc"], psnr["n"]) == (-row["pcc"], -row["srcc"], row["n"])
+    assert psnr["pcc_ci"] == f"[{-row['pcc_hi']:.2f}, {-row['pcc_lo']:.2f}]"
+    tampered = table.assign(pcc=0.5)
+    ctx = ifid_section(tmp_path, frame, config, n_boot=0, seed=0, correlations=tampered)
+    rows = {r["metric"]: r for r in ctx["table3"]["rows"]}
+    assert rows["psnr"]["cells"][0]["ours"]["pcc"] == -0.5 and rows["ifid"]["cells"][3]["ours"]["pcc"] == 0.5
+    assert {c["pcc"] for c in ctx["figure1"]["cells"]} == {0.5}
+    # Tables 4 and 5 (iFID variants) are not correlations.csv rows; a two-family study pools families
+    frame2 = frame.assign(family=np.where(frame["tokenizer"].isin(["tok0", "tok1"]), "trans", "conv_kl"))
+    ctx = ifid_section(tmp_path, frame2, config, n_boot=0, seed=0, correlations=tampered)
+    units = _sel(frame2, "sit-b", 1.0)
+    assert ctx["table3"]["rows"][0]["cells"][0]["ours"]["pcc"] == pytest.approx(
+        _scipy(-units["psnr"], units["gfid"])[0], abs=1e-12)
