@@ -366,7 +366,8 @@ def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
     rows, notes = [], []
     for metric, label in TABLE3_ROWS:
         measured = study.measured(metric)
-        row_why = None if measured else study.not_run(metric)
+        row_why = ("the correlation target itself (analysis.target)" if metric == study.target.column
+                   else None if measured else study.not_run(metric))
         cells = []
         for g in groups:
             if row_why or g["why"]:
@@ -588,8 +589,9 @@ def _figure1(study: _Study) -> dict[str, Any]:
         y = study.values(bb, w0)
         row = []
         for metric, name in (("rfid", "rFID"), ("ifid", "iFID")):
-            if not study.measured(metric):
-                notes.append(f"{name} not measured in this study.")
+            if not study.measured(metric) or metric == study.target.column:
+                notes.append(f"{name} is the correlation target (analysis.target)." if study.measured(metric)
+                             else f"{name} not measured in this study.")
                 continue
             x = study.per_tokenizer(metric)
             row.append({"metric": metric, "label": name, "x": x, "y": y, "cell": study.cell(x, y, (metric, bb, w0))})

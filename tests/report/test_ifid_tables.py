@@ -459,3 +459,12 @@ def test_table3_and_figure1_cells_are_read_from_correlations_csv(tmp_path) -> No
     units = _sel(frame2, "sit-b", 1.0)
     assert ctx["table3"]["rows"][0]["cells"][0]["ours"]["pcc"] == pytest.approx(
         _scipy(-units["psnr"], units["gfid"])[0], abs=1e-12)
+
+
+def test_a_table3_metric_that_is_the_target_is_not_correlated_with_itself(tmp_path) -> None:
+    frame, config = synthetic_study(tmp_path, gfid_t=False, variants=False)
+    config["analysis"]["target"] = "diffusion_loss"
+    ctx = ifid_section(tmp_path, frame, config, n_boot=0)
+    rows = {r["metric"]: r for r in ctx["table3"]["rows"]}
+    assert rows["diffusion_loss"]["why"] == "the correlation target itself (analysis.target)"
+    assert not any(c["ours"]["ok"] for c in rows["diffusion_loss"]["cells"]) and rows["ifid"]["cells"][0]["ours"]["ok"]
