@@ -20,8 +20,8 @@ from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import info
 from latentbench.analysis.regression import Better
 
-__all__ = ["MIN_UNITS", "PAPER_TARGET", "CorrelationTable", "Target", "column_format", "corr_cell", "num", "r_colour", "scale_text",
-           "study_target", "why_cell"]
+__all__ = ["MIN_UNITS", "PAPER_TARGET", "CorrelationTable", "Target", "column_format", "corr_cell", "num",
+           "r_colour", "scale_text", "study_target", "why_cell"]
 
 MIN_UNITS = 3  # a correlation across tokenizers needs three of them (correlate gives NaN below)
 PAPER_TARGET = "gfid"  # every correlation the papers print is with gFID
