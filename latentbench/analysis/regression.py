@@ -1,13 +1,15 @@
-"""Two-metric OLS regression of a generation metric, and the diffusability study's orientation.
+"""Two-metric OLS regression of a generation metric, and the paper pages' metric orientation.
 
 Fig. 8 of "Diffusing in the Right Space" (spec metrics-diffusability.md §13) regresses gFID on
 every pair (A, B) of the six main proxies, ``gFID ≈ β0 + β1·A + β2·B`` with A and B z-scored,
 and reports the in-sample R² (paper: SRSS + LNC gives 0.91), the Pearson r between A and B
 (collinearity) and, as extras, the adjusted and leave-one-out R².
 
-Orientation (spec §1.6): every latent metric is plotted so that larger means "better latent"
-(−VIV, LNC, ..., −SEC, −iFID, −Density CV, −Gini); :func:`oriented` applies it from the
-``higher_is_better`` flag in :mod:`latentbench.analysis.metric_info`.
+Orientation: :func:`oriented` is the one sign helper of the paper pages. Its ``better`` parameter is
+the convention: "larger" (the diffusability study, spec metrics-diffusability.md §1.6: −VIV, LNC,
+..., −SEC, −iFID, −Density CV, −Gini) or "lower" (the iFID paper, spec metrics-ifid-seesaw.md
+§6: −PSNR, −SSIM, LPIPS, rFID, ...); both come from the ``higher_is_better`` flag in
+:mod:`latentbench.analysis.metric_info`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from latentbench.analysis.metric_info import info
 
-__all__ = ["all_pairs", "oriented", "oriented_label", "two_metric_regression"]
+__all__ = ["CONVENTIONS", "all_pairs", "flipped", "oriented", "oriented_label", "two_metric_regression"]
 
 # Parameters of the two-metric model (β0, β1, β2). Adjusted R² needs n - p - 1 > 0 with p = 2
 # regressors, so a fit needs at least four units; three points always fit a plane exactly.
@@ -30,29 +32,44 @@ _N_PARAMS = 3
 MIN_UNITS = _N_PARAMS + 1
 
 
-def oriented(frame: pd.DataFrame, metric: str) -> pd.Series:
-    """The ``metric`` column of ``frame`` oriented "larger = better latent" (spec §1.6).
+Better = Literal["larger", "lower"]
+CONVENTIONS: tuple[Better, ...] = ("larger", "lower")
 
-    Metrics whose ``higher_is_better`` is False (VIV, SEC, iFID, Density CV, Gini, ...) are
-    negated; the others are returned unchanged, as float64. The Series keeps the metric's
-    column name and the frame's index.
+
+def flipped(metric: str, better: Better) -> bool:
+    """Whether ``metric`` is negated under the convention ``better`` (unknown names raise)."""
+    if better not in CONVENTIONS:
+        raise ValueError(f"better: expected one of {CONVENTIONS}, got {better!r}")
+    try:
+        meta = info(metric)
+    except KeyError:
+        raise ValueError(f"metric: {metric!r} has no entry in metric_info.METRICS, its direction is unknown") from None
+    return meta.higher_is_better != (better == "larger")
+
+
+def oriented(frame: pd.DataFrame, metric: str, better: Better = "larger") -> pd.Series:
+    """The ``metric`` column of ``frame`` oriented so that ``better`` values mean a better tokenizer.
+
+    Sign convention: ``better="larger"`` (diffusability spec §1.6, the default) negates the
+    metrics whose ``higher_is_better`` is False (VIV, SEC, iFID, Density CV, Gini, ...);
+    ``better="lower"`` (iFID spec §6) negates the metrics whose ``higher_is_better`` is True
+    (PSNR, SSIM, LNC, ...). The others are returned unchanged. The result is float64 and keeps
+    the metric's column name and the frame's index.
     """
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
     if metric not in frame.columns:
         raise ValueError(f"metric: column {metric!r} is not in the frame (has {list(frame.columns)})")
-    try:
-        meta = info(metric)
-    except KeyError:
-        raise ValueError(f"metric: {metric!r} has no entry in metric_info.METRICS, its direction is unknown") from None
+    flip = flipped(metric, better)
     values = pd.to_numeric(frame[metric], errors="raise").astype(np.float64)
-    return values if meta.higher_is_better else -values
+    return -values if flip else values
 
 
-def oriented_label(metric: str) -> str:
-    """Display label of the oriented metric: "−VIV" for lower-is-better metrics, "LNC" otherwise."""
-    meta = info(metric)
-    return meta.label if meta.higher_is_better else f"−{meta.label}"
+def oriented_label(metric: str, better: Better = "larger") -> str:
+    """Display label of the oriented metric under the convention ``better`` (see :func:`oriented`):
+    "−VIV" / "LNC" for "larger", "−PSNR" / "LPIPS" for "lower"."""
+    label = info(metric).label
+    return f"−{label}" if flipped(metric, better) else label
 
 
 def _numeric(frame: pd.DataFrame, name: str, role: str) -> np.ndarray:

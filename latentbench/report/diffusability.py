@@ -5,7 +5,8 @@
 into the context of ``report/templates/diffusability.html.j2``: figures as PNG data URIs,
 tables as rows of preformatted cells.
 
-Analyses, each on the study's own results (unit = one tokenizer, spec §13 common rules):
+Analyses, each on the study's own results (unit = one tokenizer, spec §13 common rules), with
+the study's correlation target (config ``analysis.target``, gFID by default; "gFID" below) as y:
   - Fig. 4 perspective overview on the primary setting (the family with the most tokenizers,
     the first backbone, guidance w = 1), x oriented "larger = better latent" (§1.6), y gFID,
     Pearson r with bootstrap CI; the perspectives ranked by their best metric (main proxy);
@@ -16,7 +17,8 @@ Analyses, each on the study's own results (unit = one tokenizer, spec §13 commo
   - Figs. 9-10 trajectories: straightness / efficiency vs gFID and the per-segment length ratio
     with the VIV(t) overlay (§2.6, §9).
 An analysis the study cannot support (too few tokenizers, one family, one guidance scale) is
-replaced by a sentence saying why, never by an error.
+replaced by a sentence saying why, never by an error. The paper's values quoted beside ours are
+correlations with gFID; with another target the page says they are not comparable.
 """
 
 from __future__ import annotations
@@ -41,18 +43,25 @@ from latentbench.analysis.correlation import correlate
 from latentbench.analysis.metric_info import info
 from latentbench.analysis.regression import (
     all_pairs,
+    flipped,
     oriented,
     oriented_label,
     two_metric_regression,
 )
 from latentbench.config import backbone_order, most_trained_backbone, ordered_names
 from latentbench.io import read_json
-from latentbench.report.cells import num, r_colour, scale_text
+from latentbench.report.cells import (
+    CorrelationTable,
+    Target,
+    num,
+    r_colour,
+    scale_text,
+    study_target,
+)
 from latentbench.report.figures import image_src
 
 __all__ = ["MAIN_PROXIES", "PERSPECTIVES", "backbone_order", "diffusability_section"]
 
-TARGET = "gfid"  # spec §13: "gFID is without CFG unless stated"; the paper's captions are gFID's
 MIN_UNITS_R = 3  # a Pearson r needs three tokenizers (correlate returns NaN below)
 MIN_UNITS_FIT = 4  # the two-metric plane has three parameters (regression.MIN_UNITS)
 MAX_POINT_LABELS = 30  # above this many tokenizers, points are not labelled
@@ -81,7 +90,11 @@ PAPER_MAIN_PROXY = {
 MAIN_PROXIES: tuple[str, ...] = ("viv", "lnc", "srss", "sec", "ifid", "normalized_entropy")
 # Spec §13 common rules: the regulariser clusters that colour the points, in the paper's order.
 CLUSTERS: tuple[str, ...] = ("baseline", "mcos+mdms", "mcos", "mdms", "repa", "eq", "lcr", "lmr", "mae")
-ID_COLUMNS = ("tokenizer", "family", "regularizer", "backbone", "cfg_scale", TARGET)
+ID_COLUMNS = ("tokenizer", "family", "regularizer", "backbone", "cfg_scale")
+# Figs. 17-24: the primary setting's r against these generation columns too, when measured and not
+# the target: (column, figure, sign of r for a predictive proxy oriented larger = better latent).
+EXTRA_TARGETS: tuple[tuple[str, str, int], ...] = (("is", "IS (Figs. 17-23; r > 0 is good)", 1),
+                                                   ("fdr6", "FDr6 (Fig. 24)", -1))
 
 
 # --------------------------------------------------------------------------- formatting
@@ -92,9 +105,11 @@ def _uri(fig, name: str = "diffusability") -> str:
     return image_src(fig, name)
 
 
-def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Pearson r of x with y (correlate), raw numbers plus strings for the template."""
-    res = correlate(x, y, n_boot=n_boot, seed=seed)
+def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, sign: int,
+               result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pearson r of x with y (correlate, or ``result`` when given), raw numbers plus strings for the
+    template; the cell is blue when ``sign * r > 0`` (the direction in which x predicts y, :func:`r_colour`)."""
+    res = result if result is not None else correlate(x, y, n_boot=n_boot, seed=seed)
     lo, hi = res["pcc_ci"]
     return {
         "r": res["pcc"],
@@ -105,7 +120,7 @@ def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str
         "text": num(res["pcc"], "+.2f"),
         "ci_text": f"[{num(lo, '+.2f')}, {num(hi, '+.2f')}]" if n_boot else "",
         "p_text": num(res["pcc_p"], ".2g"),
-        "colour": r_colour(res["pcc"], sign=-1),
+        "colour": r_colour(res["pcc"], sign=sign),
     }
 
 
@@ -116,6 +131,7 @@ def _corr_cell(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str
 class _Study:
     frame: pd.DataFrame
     results: Path
+    target: Target  # config analysis.target: the y of every analysis
     tokenizers: list[str]  # study order (config order, then any others in the frame)
     families: list[str]  # primary first
     backbones: list[str]  # primary first (backbone_order)
@@ -125,15 +141,16 @@ class _Study:
     w0: float  # the guidance scale of the no-CFG analyses (1.0 when measured)
     n_boot: int
     seed: int
+    table: CorrelationTable  # correlations.csv: cells that are one of its rows are read from it
 
     def units(self, family: str | None = None, backbone: str | None = None, scale: float | None = None) -> pd.DataFrame:
-        """One row per tokenizer of ``family`` at (backbone, scale) with a gFID, in study order."""
+        """One row per tokenizer of ``family`` at (backbone, scale) with a target value, in study order."""
         family = self.family if family is None else family
         backbone = self.backbone if backbone is None else backbone
         scale = self.w0 if scale is None else scale
         f = self.frame
         sel = f[(f["family"] == family) & (f["backbone"] == backbone) & np.isclose(f["cfg_scale"], scale)]
-        sel = sel[sel[TARGET].notna()]
+        sel = sel[sel[self.y].notna()]
         dup = sel["tokenizer"][sel["tokenizer"].duplicated()]
         if len(dup):
             raise ValueError(
@@ -142,15 +159,34 @@ class _Study:
         return self._ordered(sel)
 
     def best_units(self, family: str | None = None, backbone: str | None = None) -> pd.DataFrame:
-        """Per tokenizer, the row of its lowest gFID over the guidance scales, with ``best_w``."""
+        """Per tokenizer, the row of its best target value (lowest gFID) over the guidance scales, with ``best_w``."""
         family = self.family if family is None else family
         backbone = self.backbone if backbone is None else backbone
         f = self.frame
-        sel = f[(f["family"] == family) & (f["backbone"] == backbone) & f[TARGET].notna()]
+        sel = f[(f["family"] == family) & (f["backbone"] == backbone) & f[self.y].notna()]
         if sel.empty:
             return sel.assign(best_w=pd.Series(dtype=float))
-        best = sel.loc[sel.groupby("tokenizer")[TARGET].idxmin()]
+        by_tok = sel.groupby("tokenizer")[self.y]
+        best = sel.loc[by_tok.idxmax() if self.target.higher_is_better else by_tok.idxmin()]
         return self._ordered(best.assign(best_w=best["cfg_scale"].astype(float)))
+
+    @property
+    def y(self) -> str:
+        """The target's metrics.csv column."""
+        return self.target.column
+
+    def cell(self, x: np.ndarray, y: np.ndarray, sign: int | None = None,
+             row: tuple[str, str, str, float] | None = None) -> dict[str, Any]:
+        """:func:`_corr_cell` with the study's bootstrap settings; ``sign`` defaults to the target's
+        predictive direction for x oriented larger = better latent. ``row`` = (metric, family,
+        backbone, scale) when x is that oriented metric and y the target over that setting's
+        tokenizers: the cell is then correlations.csv's row if it has the same tokenizers."""
+        result = None
+        if row is not None:
+            n = int((~(np.isnan(x) | np.isnan(y))).sum())
+            result = self.table.result(*row, n=n, flip=flipped(row[0], "larger"))
+        sign = self.target.predicts_sign("larger") if sign is None else sign
+        return _corr_cell(x, y, self.n_boot, self.seed, sign, result)
 
     def family_backbone(self, family: str) -> str:
         """The backbone of a family's Fig. 6 column: the primary one if trained on that family, else
@@ -174,10 +210,12 @@ class _Study:
         return f"{family}, {backbone}, w = {scale_text(scale)}"
 
 
-def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
+def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int,
+           correlations: pd.DataFrame | None) -> _Study:
     missing = [c for c in ID_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
+    target = study_target(config, frame, results / "metrics.csv")
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float))
     tokenizers = ordered_names(list(config.get("tokenizers", {})), frame["tokenizer"].tolist())
     backbones = backbone_order(config, frame)
@@ -188,7 +226,8 @@ def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: 
     families = sorted(counts.index, key=lambda fam: (-counts[fam], first_seen[fam]))
     scales = sorted(frame["cfg_scale"].unique().tolist())
     w0 = 1.0 if any(np.isclose(scales, 1.0)) else scales[0]
-    return _Study(frame, results, tokenizers, families, backbones, scales, families[0], backbones[0], w0, n_boot, seed)
+    return _Study(frame, results, target, tokenizers, families, backbones, scales, families[0], backbones[0], w0,
+                  n_boot, seed, CorrelationTable(correlations, target.column))
 
 
 def _palette(names: Sequence[str]) -> dict[str, tuple]:
@@ -210,10 +249,11 @@ def _theme():
 
 
 def _scatter_panel(
-    ax, units: pd.DataFrame, x: np.ndarray, palette: dict, title: str, xlabel: str, highlight: bool = False
+    ax, units: pd.DataFrame, x: np.ndarray, target: Target, palette: dict, title: str, xlabel: str,
+    highlight: bool = False,
 ) -> None:
-    """x vs gFID, points coloured by regulariser and labelled by tokenizer, OLS line (spec §13)."""
-    y = units[TARGET].to_numpy(float)
+    """x vs the target (gFID), points coloured by regulariser and labelled by tokenizer, OLS line (spec §13)."""
+    y = units[target.column].to_numpy(float)
     regs = units["regularizer"].astype(str).tolist()
     ok = np.isfinite(x) & np.isfinite(y)
     colours = [palette[r] for r, k in zip(regs, ok) if k]
@@ -227,7 +267,7 @@ def _scatter_panel(
             ax.annotate(name, (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points", color="0.25")
     ax.set_title(title, fontsize=8)
     ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(info(TARGET).label, fontsize=8)
+    ax.set_ylabel(target.label, fontsize=8)
     ax.tick_params(labelsize=6)
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4))
@@ -255,9 +295,9 @@ def _overview(study: _Study) -> dict[str, Any]:
     out: dict[str, Any] = {"setting": study.setting_text(), "n": len(units), "notes": []}
     if len(units) < MIN_UNITS_R:
         return {**out, "available": False,
-                "why": f"needs at least {MIN_UNITS_R} tokenizers with a gFID at {study.setting_text()}; "
+                "why": f"needs at least {MIN_UNITS_R} tokenizers with a {study.target.label} at {study.setting_text()}; "
                        f"this study has {len(units)}."}
-    y = units[TARGET].to_numpy(float)
+    y = units[study.y].to_numpy(float)
     panels, ranking, unmeasured = [], [], []
     for perspective, metrics in PERSPECTIVES:
         cells = []
@@ -267,7 +307,7 @@ def _overview(study: _Study) -> dict[str, Any]:
                 continue
             x = oriented(units, metric).to_numpy()
             cells.append({"metric": metric, "label": oriented_label(metric), "x": x,
-                          **_corr_cell(x, y, study.n_boot, study.seed)})
+                          **study.cell(x, y, row=(metric, study.family, study.backbone, study.w0))})
         defined = [c for c in cells if math.isfinite(c["r"])]
         best = max(defined, key=lambda c: abs(c["r"])) if defined else None
         for c in cells:
@@ -299,8 +339,8 @@ def _overview(study: _Study) -> dict[str, Any]:
     with _theme():
         fig, axes = plt.subplots(rows, cols, figsize=(2.45 * cols, 2.15 * rows), squeeze=False)
         for ax, p in zip(axes.flat, panels):
-            _scatter_panel(ax, units, p["x"], palette, f"{p['perspective']}\n{p['label']}: r = {p['text']}",
-                           p["label"], highlight=p["main"])
+            _scatter_panel(ax, units, p["x"], study.target, palette,
+                           f"{p['perspective']}\n{p['label']}: r = {p['text']}", p["label"], highlight=p["main"])
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.tight_layout()
@@ -342,29 +382,34 @@ def _stability(study: _Study) -> dict[str, Any]:
         if not np.isclose(w, study.w0):
             settings.append((study.setting_text(scale=w), "guidance", {"scale": w}))
     # Figs. 17-24: the primary setting against IS (higher is better: good proxies give r > 0) and FDr6
-    for target, figure in (("is", "IS (Figs. 17-23; r > 0 is good)"), ("fdr6", "FDr6 (Fig. 24)")):
-        if target in study.frame.columns and study.frame[target].notna().any():
-            settings.append((f"{study.setting_text()} vs {figure.split(' ')[0]}", figure, {"target": target}))
-        elif target == "fdr6":
+    for column, figure, sign in EXTRA_TARGETS:
+        if column == study.y:
+            continue
+        if column in study.frame.columns and study.frame[column].notna().any():
+            settings.append((f"{study.setting_text()} vs {figure.split(' ')[0]}", figure,
+                             {"target": (column, sign)}))
+        elif column == "fdr6":
             notes.append("FDr6 column: not run in this study (see 'Metrics not run' for the missing weights).")
     columns, unit_sets, targets, panels = [], [], [], []
     for label, kind, where in settings:
-        targets.append(where.pop("target", TARGET))
-        panels.append(targets[-1] == TARGET and "scale" not in where)  # a row of the Figs. 5-6 grid
+        targets.append(where.pop("target", (study.y, None)))
+        panels.append(targets[-1][0] == study.y and "scale" not in where)  # a row of the Figs. 5-6 grid
         units = study.units(**where)
         columns.append({"label": label, "kind": kind, "n": len(units), "family": where.get("family", study.family),
                         "backbone": where.get("backbone", study.backbone),
-                        "w": scale_text(where.get("scale", study.w0))})
+                        "w": scale_text(where.get("scale", study.w0)), "scale": where.get("scale", study.w0)})
         unit_sets.append(units)
     if not proxies or max(len(u) for u in unit_sets) < MIN_UNITS_R:
         return {"available": False, "notes": notes,
-                "why": f"needs at least {MIN_UNITS_R} tokenizers with gFID in one setting and a measured main proxy."}
+                "why": f"needs at least {MIN_UNITS_R} tokenizers with {study.target.label} in one setting and a "
+                       "measured main proxy."}
     rows = []
     for metric in proxies:
         cells = []
-        for units, target in zip(unit_sets, targets):
+        for units, (column, sign), setting in zip(unit_sets, targets, columns):
             x = oriented(units, metric).to_numpy() if len(units) else np.array([])
-            cells.append(_corr_cell(x, units[target].to_numpy(float), study.n_boot, study.seed))
+            row = (metric, setting["family"], setting["backbone"], setting["scale"]) if column == study.y else None
+            cells.append(study.cell(x, units[column].to_numpy(float), sign, row))
         rows.append({"metric": metric, "label": oriented_label(metric), "cells": cells})
     # The paper's Figs. 5-6 panels: one row per backbone / family setting, one column per main proxy
     grid = [(c, u, [row["cells"][i] for row in rows]) for i, (c, u) in enumerate(zip(columns, unit_sets))
@@ -378,7 +423,7 @@ def _stability(study: _Study) -> dict[str, Any]:
             for ax_row, (column, units, cells) in zip(axes, grid):
                 where = f"{column['family']}, {column['backbone']}" if len(study.families) > 1 else column["backbone"]
                 for ax, metric, cell in zip(ax_row, proxies, cells):
-                    _scatter_panel(ax, units, oriented(units, metric).to_numpy(), palette,
+                    _scatter_panel(ax, units, oriented(units, metric).to_numpy(), study.target, palette,
                                    f"{where}\n{oriented_label(metric)}: r = {cell['text']}", oriented_label(metric))
             fig.tight_layout()
             _regulariser_legend(fig, study.frame, palette)
@@ -391,7 +436,7 @@ def _stability(study: _Study) -> dict[str, Any]:
 
 
 def _guidance(study: _Study) -> dict[str, Any]:
-    """Fig. 25 gFID(w) curves with the best w per tokenizer; Fig. 7 r with the best-CFG gFID."""
+    """Fig. 25 gFID(w) curves with the best w per tokenizer; Fig. 7 r with the best-CFG gFID (the target's)."""
     if len(study.scales) < 2:
         return {"available": False,
                 "why": f"this study samples one guidance scale (w = {scale_text(study.scales[0])}); "
@@ -401,20 +446,21 @@ def _guidance(study: _Study) -> dict[str, Any]:
     panels, best_rows, r_rows, trend = [], {}, {m: [] for m in proxies}, []
     for bb in study.backbones:
         f = study.frame
-        sel = f[(f["family"] == study.family) & (f["backbone"] == bb) & f[TARGET].notna()]
+        sel = f[(f["family"] == study.family) & (f["backbone"] == bb) & f[study.y].notna()]
         best = study.best_units(backbone=bb)
         panels.append((bb, sel, best))
-        at_w0 = study.units(backbone=bb).set_index("tokenizer")[TARGET]
+        at_w0 = study.units(backbone=bb).set_index("tokenizer")[study.y]
         for _, row in best.iterrows():
             entry = best_rows.setdefault(row["tokenizer"], {"tokenizer": row["tokenizer"], "cells": {}})
-            entry["cells"][bb] = {"best_w": scale_text(row["best_w"]), "gfid": num(row[TARGET], ".4g"),
-                                  "gfid_w0": num(float(at_w0.get(row["tokenizer"], math.nan)), ".4g")}
-        y = best[TARGET].to_numpy(float)
+            entry["cells"][bb] = {"best_w": scale_text(row["best_w"]), "value": num(row[study.y], ".4g"),
+                                  "value_w0": num(float(at_w0.get(row["tokenizer"], math.nan)), ".4g")}
+        y = best[study.y].to_numpy(float)
         for m in proxies:
-            r_rows[m].append(_corr_cell(oriented(best, m).to_numpy(), y, study.n_boot, study.seed))
-        # Paper (Fig. 25): better tokenizers have smaller optimal CFG -> r(w*, gFID at w0) > 0.
+            r_rows[m].append(study.cell(oriented(best, m).to_numpy(), y))
+        # Paper (Fig. 25): better tokenizers have smaller optimal CFG -> r(w*, gFID at w0) > 0
+        # (r < 0 with a higher-is-better target): w* is read lower = better.
         g0 = np.array([at_w0.get(t, math.nan) for t in best["tokenizer"]], dtype=float)
-        cell = _corr_cell(best["best_w"].to_numpy(float), g0, study.n_boot, study.seed)
+        cell = study.cell(best["best_w"].to_numpy(float), g0, study.target.predicts_sign("lower"))
         trend.append({"backbone": bb, "cell": cell,
                       "w_range": f"{scale_text(best['best_w'].min())}–{scale_text(best['best_w'].max())}"
                       if len(best) else "n/a"})
@@ -425,12 +471,12 @@ def _guidance(study: _Study) -> dict[str, Any]:
         for ax, (bb, sel, best) in zip(axes.flat, panels):
             for tok, g in sel.groupby("tokenizer", sort=False):
                 g = g.sort_values("cfg_scale")
-                ax.plot(g["cfg_scale"], g[TARGET], marker="o", ms=3, lw=1.2, color=palette[tok], label=tok)
-            ax.scatter(best["best_w"], best[TARGET], marker="*", s=110, c=[palette[t] for t in best["tokenizer"]],
+                ax.plot(g["cfg_scale"], g[study.y], marker="o", ms=3, lw=1.2, color=palette[tok], label=tok)
+            ax.scatter(best["best_w"], best[study.y], marker="*", s=110, c=[palette[t] for t in best["tokenizer"]],
                        edgecolor="black", linewidth=0.6, zorder=4)
-            ax.set_title(f"{study.family}, {bb}: {info(TARGET).label} vs guidance (★ = best w)", fontsize=8)
+            ax.set_title(f"{study.family}, {bb}: {study.target.label} vs guidance (★ = best w)", fontsize=8)
             ax.set_xlabel("guidance scale w", fontsize=8)
-            ax.set_ylabel(info(TARGET).label, fontsize=8)
+            ax.set_ylabel(study.target.label, fontsize=8)
             ax.tick_params(labelsize=6)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
             ax.yaxis.get_offset_text().set_fontsize(6)
@@ -462,10 +508,10 @@ def _guidance(study: _Study) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Fig. 8
 
 
-def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, palette: dict) -> str:
-    """x = z(A), y = z(B), bubble area ∝ gFID, background = the fitted plane (spec §13 Fig. 8)."""
+def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, target: Target, palette: dict) -> str:
+    """x = z(A), y = z(B), bubble area ∝ the target (gFID), background = the fitted plane (spec §13 Fig. 8)."""
     xa, xb = oriented(units, a).to_numpy(), oriented(units, b).to_numpy()
-    y = units[TARGET].to_numpy(float)
+    y = units[target.column].to_numpy(float)
     ok = np.isfinite(xa) & np.isfinite(xb) & np.isfinite(y)
     za = (xa - xa[ok].mean()) / xa[ok].std()
     zb = (xb - xb[ok].mean()) / xb[ok].std()
@@ -477,7 +523,7 @@ def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, palette: dict) -> s
         fig, ax = plt.subplots(figsize=(4.6, 3.7))
         terrain = ax.contourf(ga, gb, beta0 + beta_a * ga + beta_b * gb, levels=14, cmap="RdYlGn_r", alpha=0.55)
         cbar = fig.colorbar(terrain, ax=ax)
-        cbar.set_label(f"fitted {info(TARGET).label}", fontsize=7)
+        cbar.set_label(f"fitted {target.label}", fontsize=7)
         cbar.ax.tick_params(labelsize=6)
         area = 260 * y[ok] / np.max(np.abs(y[ok]))
         regs = units["regularizer"].astype(str).to_numpy()[ok]
@@ -489,7 +535,7 @@ def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, palette: dict) -> s
         ax.set_xlabel(f"{oriented_label(a)} (z-scored)", fontsize=8)
         ax.set_ylabel(f"{oriented_label(b)} (z-scored)", fontsize=8)
         ax.set_title(f"{oriented_label(a)} + {oriented_label(b)}: R² = {fit['r2']:.2f} "
-                     f"(bubble area ∝ {info(TARGET).label})", fontsize=8)
+                     f"(bubble area ∝ {target.label})", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.grid(False)
         fig.tight_layout()
@@ -498,20 +544,20 @@ def _terrain(units: pd.DataFrame, a: str, b: str, fit: dict, palette: dict) -> s
 
 
 def _regression(study: _Study) -> dict[str, Any]:
-    """Fig. 8: R² of gFID on every pair of main proxies, the best pair's terrain."""
+    """Fig. 8: R² of the target (gFID) on every pair of main proxies, the best pair's terrain."""
     units = study.units()
     proxies = [m for m in MAIN_PROXIES if study.measured(m, units)]
     if len(proxies) < 2:
         return {"available": False, "why": "needs at least two measured main proxies."}
-    n_complete = int(units[proxies + [TARGET]].notna().all(axis=1).sum()) if len(units) else 0
-    n_any = max((int(units[[a, b, TARGET]].notna().all(axis=1).sum()) for a in proxies for b in proxies if a != b),
+    n_complete = int(units[proxies + [study.y]].notna().all(axis=1).sum()) if len(units) else 0
+    n_any = max((int(units[[a, b, study.y]].notna().all(axis=1).sum()) for a in proxies for b in proxies if a != b),
                 default=0)
     if n_any < MIN_UNITS_FIT:
         return {"available": False,
                 "why": f"a two-metric fit has three parameters and needs at least {MIN_UNITS_FIT} tokenizers; "
                        f"{study.setting_text()} has {len(units)}."}
     oriented_units = units.assign(**{m: oriented(units, m) for m in proxies})
-    table = all_pairs(oriented_units, proxies, TARGET)
+    table = all_pairs(oriented_units, proxies, study.y)
     best_idx = table["r2"].first_valid_index()
     rows = []
     for i, row in table.iterrows():
@@ -544,8 +590,8 @@ def _regression(study: _Study) -> dict[str, Any]:
         return {"available": False, "notes": notes, "rows": rows,
                 "why": "no pair could be fitted: " + rows[0]["reason"]}
     best = table.loc[best_idx]
-    fit = two_metric_regression(oriented_units, best["a"], best["b"], TARGET)
-    figure = _terrain(units, best["a"], best["b"], fit, _regulariser_palette(study.frame))
+    fit = two_metric_regression(oriented_units, best["a"], best["b"], study.y)
+    figure = _terrain(units, best["a"], best["b"], fit, study.target, _regulariser_palette(study.frame))
     return {
         "available": True,
         "why": None,
@@ -569,19 +615,20 @@ def _floats(values: Sequence[Any] | None) -> np.ndarray:
 
 
 def _trajectories(study: _Study) -> dict[str, Any]:
-    """Fig. 9 straightness / efficiency vs gFID and Fig. 10 length ratio with the VIV(t) overlay."""
+    """Fig. 9 straightness / efficiency vs the target (gFID) and Fig. 10 length ratio with the VIV(t) overlay."""
     units = study.units()
     out: dict[str, Any] = {"setting": study.setting_text(), "notes": []}
     palette = _regulariser_palette(study.frame)
-    y = units[TARGET].to_numpy(float)
+    y = units[study.y].to_numpy(float)
     scatter_metrics = [m for m in ("straightness", "efficiency") if study.measured(m, units)]
-    cells = {m: _corr_cell(units[m].to_numpy(float), y, study.n_boot, study.seed) for m in scatter_metrics}
+    cells = {m: study.cell(oriented(units, m).to_numpy(), y, row=(m, study.family, study.backbone, study.w0))
+             for m in scatter_metrics}
     out["cells"] = [{"label": info(m).label, **cells[m]} for m in scatter_metrics]
     if scatter_metrics and len(units) >= MIN_UNITS_R:
         with _theme():
             fig, axes = plt.subplots(1, len(scatter_metrics), figsize=(3.0 * len(scatter_metrics), 2.5), squeeze=False)
             for ax, m in zip(axes.flat, scatter_metrics):
-                _scatter_panel(ax, units, units[m].to_numpy(float), palette,
+                _scatter_panel(ax, units, oriented(units, m).to_numpy(), study.target, palette,
                                f"{info(m).label}: r = {cells[m]['text']}", info(m).label)
             fig.tight_layout()
             _regulariser_legend(fig, units, palette)
@@ -613,8 +660,8 @@ def _trajectories(study: _Study) -> dict[str, Any]:
         viv_curve = read_json(latent_path).get("viv_curve") if latent_path.exists() else None
         curves.append((tok, t_mid, ratio, viv_curve))
         deviation = float(np.nanmean(np.abs(ratio - 1.0)))
-        table.append({"tokenizer": tok, "gfid": row[TARGET], "deviation": deviation,
-                      "gfid_text": num(row[TARGET], ".4g"), "deviation_text": num(deviation, ".3f"),
+        table.append({"tokenizer": tok, "value": row[study.y], "deviation": deviation,
+                      "value_text": num(row[study.y], ".4g"), "deviation_text": num(deviation, ".3f"),
                       "straightness_text": num(float(row.get("straightness", math.nan)), ".4f"),
                       "efficiency_text": num(float(row.get("efficiency", math.nan)), ".4f"),
                       "segments": int(ratio.size)})
@@ -625,8 +672,10 @@ def _trajectories(study: _Study) -> dict[str, Any]:
         out["notes"].append(f"no VIV(t) curve in latent.json for: {', '.join(no_viv)}.")
     out["ratio_table"] = table
     if table:
-        out["deviation_cell"] = _corr_cell(np.array([r["deviation"] for r in table]),
-                                           np.array([r["gfid"] for r in table], dtype=float), study.n_boot, study.seed)
+        # mean |r_i - 1| is lower = better (closer to the linear schedule)
+        out["deviation_cell"] = study.cell(np.array([r["deviation"] for r in table]),
+                                           np.array([r["value"] for r in table], dtype=float),
+                                           study.target.predicts_sign("lower"))
     if curves:
         with _theme():
             fig, ax = plt.subplots(figsize=(6.4, 3.0))
@@ -668,14 +717,18 @@ _ANALYSES = {
 
 
 def diffusability_section(
-    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0
+    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0,
+    correlations: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Context of ``diffusability.html.j2`` (pass it as ``diffusability``) for one study.
 
     ``results_dir`` is ``results/<study>`` (its ``metrics/`` holds latent.json and
     trajectory.json), ``frame`` that study's metrics.csv, ``config`` its config (the order of
     ``tokenizers`` and ``backbones`` picks the primary backbone and orders the tables).
-    Bootstrap CIs use ``n_boot`` resamples with ``seed``. Keys: ``available``/``why`` for
+    ``config["analysis"]["target"]`` is the y of every analysis. Bootstrap CIs use ``n_boot``
+    resamples with ``seed``; ``correlations`` (the study's correlations.csv, from the same config)
+    supplies the cells that are exactly one of its rows (Fig. 4, the stability table's target
+    columns, Fig. 9) instead of a second bootstrap. Keys: ``available``/``why`` for
     the whole section, ``setting`` (primary family, backbone, w, n), and one dict per
     analysis: ``overview`` (Fig. 4), ``stability`` (Figs. 5-6), ``guidance`` (Figs. 7/25),
     ``regression`` (Fig. 8), ``trajectories`` (Figs. 9-10), each with its own
@@ -687,13 +740,14 @@ def diffusability_section(
         raise ValueError(f"n_boot: expected a non-negative integer, got {n_boot}")
     if frame.empty:
         return {"available": False, "why": "metrics.csv has no rows."}
-    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed))
+    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed), correlations)
     feature_net = sorted(frame["feature_net"].dropna().astype(str).unique()) if "feature_net" in frame else []
     return {
         "available": True,
         "why": None,
         "study": config.get("study", ""),
-        "target_label": info(TARGET).label,
+        "target_label": study.target.label,
+        "target": study.target.context("larger"),
         "n_boot": int(n_boot),
         "feature_net": ", ".join(feature_net),
         "setting": {

@@ -6,13 +6,17 @@ guidance scale) and the per-job JSON beside it into the context of
 (``report/paper/ifid_table*.csv``, spec metrics-ifid-seesaw.md Appendix A).
 
 Conventions (spec §6): PCC = Pearson r, SRCC = Spearman rho, across tokenizers (unit = one
-tokenizer), between a metric and gFID; every metric oriented "lower = better" (−PSNR, −SSIM;
-LPIPS, rFID and the losses as they are), so a positive value means "the metric predicts gFID".
+tokenizer), between a metric and the study's target (config ``analysis.target``, gFID by default;
+"gFID" below means that target, except in Table 1); every metric oriented "lower = better"
+(:func:`latentbench.analysis.regression.oriented` with ``better="lower"``: −PSNR, −SSIM; LPIPS,
+rFID and the losses as they are), so with gFID a positive value means "the metric predicts gFID".
+The paper's values are all correlations with gFID; with another target the page says so.
 "Without guidance" is w = 1; "with guidance" is the largest w != 1 the study sampled (the
 paper does not state its scale, spec §2.3). Inputs per table:
 
-- Table 1: PCC of rFID and iFID with gFID(t); t = 0 is rFID and t = 1.0 is the w = 1 gFID of
-  metrics.csv (spec §2.4 step 5), the t in between come from
+- Table 1: PCC of rFID and iFID with gFID(t), whatever the target (gFID(t) is intrinsically
+  gFID's); t = 0 is rFID and t = 1.0 is the w = 1 gFID of metrics.csv (spec §2.4 step 5), the t
+  in between come from
   ``metrics/<tok>/<backbone>/gfid_t.json`` ({"t", "gfid_t", "time", "num_images"}).
 - Table 3: the metrics.csv columns of spec §5 plus rFID, −PSNR, −SSIM, LPIPS and iFID.
 - Tables 4, 5: ``metrics/<tok>/ifid_variants.json`` ({"variants": [{"interpolation",
@@ -43,23 +47,32 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from latentbench.analysis.metric_info import METRICS
+from latentbench.analysis.regression import flipped, oriented
 from latentbench.config import backbone_order, ordered_names
 from latentbench.io import read_json
-from latentbench.report.cells import corr_cell, num, scale_text, why_cell
+from latentbench.report.cells import (
+    PAPER_TARGET,
+    CorrelationTable,
+    Target,
+    corr_cell,
+    num,
+    scale_text,
+    study_target,
+    why_cell,
+)
 from latentbench.report.figures import image_src, png_bytes
 from latentbench.report.paper_values import load_paper_table
 
 __all__ = ["TABLE3_ROWS", "ifid_section", "map_backbones"]
 
-TARGET = "gfid"
-REQUIRED_COLUMNS = ("tokenizer", "backbone", "cfg_scale", TARGET)
+REQUIRED_COLUMNS = ("tokenizer", "backbone", "cfg_scale")
 PAPER_BACKBONES = ("SiT-B", "SiT-XL")  # the two columns groups of iFID Table 3
 _A3_PREFIX = {"SiT-B": "SiTB", "SiT-XL": "SiTXL"}  # spec A.3 column names
 # Config backbone sizes (schema enum), smallest to largest; unknown sizes rank below "demo".
 _SIZE_RANK = {"demo": 0, "S": 1, "B": 2, "L": 3, "XL": 4}
 
 # iFID Table 3 rows in the paper's order: (metrics.csv column, A.3 row label). Orientation
-# (spec §6): higher-is-better metrics (metric_info) are negated, LPIPS is lower-is-better.
+# (spec §6, oriented(..., better="lower")): higher-is-better metrics (metric_info) are negated.
 TABLE3_ROWS: tuple[tuple[str, str], ...] = (
     ("psnr", "-PSNR"),
     ("ssim", "-SSIM"),
@@ -105,19 +118,24 @@ class _Study:
     results: Path
     frame: pd.DataFrame
     config: dict
+    target: Target  # config analysis.target: the y of Tables 3-5 and Figure 1
     tokenizers: list[str]
     backbones: list[str]
     n_boot: int
     seed: int
+    table: CorrelationTable  # correlations.csv: cells that are one of its rows are read from it
     _rows: dict[tuple[str, float], pd.DataFrame] = field(default_factory=dict)
 
-    def scales(self, backbone: str) -> list[float]:
-        f = self.frame
-        return sorted(f.loc[(f["backbone"] == backbone) & f[TARGET].notna(), "cfg_scale"].unique().tolist())
+    def scales(self, backbone: str, column: str | None = None) -> list[float]:
+        """The guidance scales at which ``backbone`` has values of ``column`` (default: the target)."""
+        f, column = self.frame, column or self.target.column
+        if column not in f.columns:
+            return []
+        return sorted(f.loc[(f["backbone"] == backbone) & f[column].notna(), "cfg_scale"].unique().tolist())
 
-    def w_nocfg(self, backbone: str) -> float | None:
-        """w = 1 when the backbone has gFIDs there (spec §2.3: w/o cfg means w = 1)."""
-        return 1.0 if any(np.isclose(self.scales(backbone), 1.0)) else None
+    def w_nocfg(self, backbone: str, column: str | None = None) -> float | None:
+        """w = 1 when the backbone has ``column`` (the target) values there (spec §2.3: w/o cfg means w = 1)."""
+        return 1.0 if any(np.isclose(self.scales(backbone, column), 1.0)) else None
 
     def w_cfg(self, backbone: str) -> float | None:
         """The largest sampled w != 1 (the paper's w/ cfg scale is unstated, spec §2.3)."""
@@ -125,7 +143,7 @@ class _Study:
         return max(others) if others else None
 
     def rows(self, backbone: str, scale: float) -> pd.DataFrame:
-        """The metrics.csv rows of ``backbone`` at guidance ``scale`` with a gFID, indexed by tokenizer (cached)."""
+        """The metrics.csv rows of ``backbone`` at guidance ``scale``, indexed by tokenizer in study order (cached)."""
         key = (backbone, round(float(scale), 9))
         if key not in self._rows:
             self._rows[key] = self._select(backbone, scale)
@@ -133,7 +151,7 @@ class _Study:
 
     def _select(self, backbone: str, scale: float) -> pd.DataFrame:
         f = self.frame
-        sel = f[(f["backbone"] == backbone) & np.isclose(f["cfg_scale"], scale) & f[TARGET].notna()]
+        sel = f[(f["backbone"] == backbone) & np.isclose(f["cfg_scale"], scale)]
         dup = sel["tokenizer"][sel["tokenizer"].duplicated()]
         if len(dup):
             raise ValueError(f"frame: tokenizer {dup.iloc[0]!r} has several rows for backbone {backbone!r}, "
@@ -141,10 +159,21 @@ class _Study:
         sel = sel.set_index("tokenizer")
         return sel.loc[[t for t in self.tokenizers if t in sel.index]]
 
-    def gfid(self, backbone: str, scale: float | None) -> pd.Series:
-        if scale is None:
-            return pd.Series(dtype=float)
-        return self.rows(backbone, scale)[TARGET].astype(float)
+    def values(self, backbone: str, scale: float, column: str | None = None) -> pd.Series:
+        """Per tokenizer, ``column`` (default: the target) of ``backbone`` at ``scale`` (NaN where missing)."""
+        return self.rows(backbone, scale)[column or self.target.column].astype(float)
+
+    def cell(self, x: pd.Series, y: pd.Series, row: tuple[str, str, float] | None = None) -> dict[str, Any]:
+        """:func:`corr_cell` of x with ``y`` (a Series of the target) with the study's bootstrap settings.
+        ``row`` = (metric, backbone, scale) when x is that metric oriented lower = better and y the
+        target at that setting: in a one-family study that is a correlations.csv row, read from it."""
+        result = None
+        families = self.frame["family"].dropna().unique() if "family" in self.frame else []
+        if row is not None and len(families) == 1:
+            n = int(pd.concat([x, y], axis=1, join="inner").notna().all(axis=1).sum())
+            metric, backbone, scale = row
+            result = self.table.result(metric, str(families[0]), backbone, scale, n, flipped(metric, "lower"))
+        return corr_cell(x, y, self.n_boot, self.seed, self.target.label, result)
 
     def per_tokenizer(self, metric: str) -> pd.Series:
         """A per-tokenizer column (rFID, iFID, ...) with one value per tokenizer, NaN where absent."""
@@ -208,14 +237,17 @@ def map_backbones(backbones: Sequence[str], config: dict) -> tuple[dict[str, str
     return mapping, [how[bb] for bb in backbones]
 
 
-def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int) -> _Study:
+def _study(results: Path, frame: pd.DataFrame, config: dict, n_boot: int, seed: int,
+           correlations: pd.DataFrame | None) -> _Study:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"frame: missing column(s) {missing} (expected metrics.csv of a study)")
     frame = frame.assign(cfg_scale=frame["cfg_scale"].astype(float), tokenizer=frame["tokenizer"].astype(str),
                          backbone=frame["backbone"].astype(str))
+    target = study_target(config, frame, results / "metrics.csv")
     tokenizers = ordered_names(list(config.get("tokenizers") or {}), frame["tokenizer"].tolist())
-    return _Study(results, frame, config, tokenizers, backbone_order(config, frame), n_boot, seed)
+    return _Study(results, frame, config, target, tokenizers, backbone_order(config, frame), n_boot, seed,
+                  CorrelationTable(correlations, target.column))
 
 
 def _settings(study: _Study, backbone: str) -> list[dict[str, Any]]:
@@ -269,7 +301,7 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
     ours: dict[str, list[dict[str, Any]]] = {"rFID": [], "iFID": []}
     for bb in study.backbones:
         gt, missing, times, counts = per_bb[bb]
-        w0 = study.w_nocfg(bb)
+        w0 = study.w_nocfg(bb, PAPER_TARGET)  # t = 1.0 is the study's gFID, whatever analysis.target is
         if missing and len(missing) < len(study.tokenizers):
             notes.append(f"{bb}: no gfid_t.json for {', '.join(missing)}; those tokenizers are left out of "
                          "the 0 < t < 1 columns.")
@@ -284,7 +316,7 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
             if t == 0.0:
                 targets[t] = x["rfid"]
             elif t == 1.0:
-                targets[t] = study.gfid(bb, w0) if w0 is not None else "no w = 1 gFID in this study"
+                targets[t] = study.values(bb, w0, PAPER_TARGET) if w0 is not None else "no w = 1 gFID in this study"
             elif gt.empty:
                 targets[t] = f"gFID(t) not computed in this study (no metrics/<tok>/{bb}/gfid_t.json)"
             elif t not in gt.columns:
@@ -327,27 +359,23 @@ def _table1(study: _Study, mapping: dict[str, str | None]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Table 3
 
 
-def _oriented(values: pd.Series, metric: str) -> pd.Series:
-    """Spec §6: orient "lower = better"; higher-is-better metrics (PSNR, SSIM) are negated."""
-    higher = METRICS[metric].higher_is_better if metric in METRICS else False  # LPIPS: lower is better
-    return -values if higher else values
-
-
 def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """iFID Table 3: every metric x backbone x {w/o, w/ guidance} x {PCC, SRCC}, the paper's beside."""
+    """iFID Table 3: every metric x backbone x {w/o, w/ guidance} x {PCC, SRCC} with the target, the paper's
+    (with gFID) beside."""
     paper = load_paper_table("ifid_table3").set_index("metric")
     rows, notes = [], []
     for metric, label in TABLE3_ROWS:
         measured = study.measured(metric)
-        row_why = None if measured else study.not_run(metric)
+        row_why = ("the correlation target itself (analysis.target)" if metric == study.target.column
+                   else None if measured else study.not_run(metric))
         cells = []
         for g in groups:
             if row_why or g["why"]:
                 ours = why_cell(row_why or g["why"])
             else:
                 units = study.rows(g["backbone"], g["w"])
-                x = _oriented(units[metric].astype(float), metric)
-                ours = corr_cell(x, units[TARGET].astype(float), study.n_boot, study.seed)
+                ours = study.cell(oriented(units, metric, "lower"), study.values(g["backbone"], g["w"]),
+                                  (metric, g["backbone"], g["w"]))
             pcc = srcc = None
             if g["paper"]:
                 prefix = f"{_A3_PREFIX[g['paper']]}_{g['key']}"
@@ -363,7 +391,7 @@ def _table3(study: _Study, groups: list[dict[str, Any]]) -> dict[str, Any]:
                              "(2-D latents only, as in the paper).")
     available = any(c["ours"]["ok"] for r in rows for c in r["cells"])
     return {"available": available, "why": None if available else
-            "no correlation could be computed (needs gFID and the metrics for ≥ 3 tokenizers).",
+            f"no correlation could be computed (needs {study.target.label} and the metrics for ≥ 3 tokenizers).",
             "rows": rows, "notes": notes}
 
 
@@ -407,15 +435,9 @@ def _variant_why(missing: list[str], study: _Study) -> str | None:
     return None
 
 
-def _gfid_cells(study: _Study, x: pd.Series, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Correlation of per-tokenizer values ``x`` with gFID in each (backbone, guidance) group."""
-    cells = []
-    for g in groups:
-        if g["why"]:
-            cells.append(why_cell(g["why"]))
-        else:
-            cells.append(corr_cell(x, study.gfid(g["backbone"], g["w"]), study.n_boot, study.seed))
-    return cells
+def _target_cells(study: _Study, x: pd.Series, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Correlation of per-tokenizer values ``x`` with the target in each (backbone, guidance) group."""
+    return [why_cell(g["why"]) if g["why"] else study.cell(x, study.values(g["backbone"], g["w"])) for g in groups]
 
 
 def _reference_class(fraction: float) -> str:
@@ -431,7 +453,7 @@ def _study_k(study: _Study) -> int:
 
 
 def _table4(study: _Study, variants: pd.DataFrame, missing: list[str], groups: list[dict[str, Any]]) -> dict:
-    """iFID Table 4: (interpolation, reference set, K) at alpha 0.5 -> PCC/SRCC with gFID, paper's beside."""
+    """iFID Table 4: (interpolation, reference set, K) at alpha 0.5 -> PCC/SRCC with the target, paper's beside."""
     paper = load_paper_table("ifid_table4")
     why = _variant_why(missing, study)
     if why:
@@ -458,7 +480,7 @@ def _table4(study: _Study, variants: pd.DataFrame, missing: list[str], groups: l
             "interpolation": INTERPOLATION_NAMES.get(r["interp"], r["interp"]),
             "references": f"{'/'.join(str(n) for n in r['refs'])} ({100 * r['fraction']:.3g}% of train)",
             "k": str(r["k"]),
-            "cells": _gfid_cells(study, r["x"], groups),
+            "cells": _target_cells(study, r["x"], groups),
             "n_tokenizers": int(r["x"].notna().sum()),
             **_paper_t45(p, "n_ref_images", "K"),
         })
@@ -485,7 +507,7 @@ def _paper_t45(p: pd.Series | None, *label_columns: str) -> dict[str, Any]:
 
 
 def _table5(study: _Study, variants: pd.DataFrame, missing: list[str], groups: list[dict[str, Any]]) -> dict:
-    """iFID Table 5: iFID(alpha) (slerp, full references, the study's K) vs rFID and vs gFID, paper's beside."""
+    """iFID Table 5: iFID(alpha) (slerp, full references, the study's K) vs rFID and vs the target, paper's beside."""
     paper = load_paper_table("ifid_table5")
     why = _variant_why(missing, study)
     k = _study_k(study)
@@ -507,7 +529,7 @@ def _table5(study: _Study, variants: pd.DataFrame, missing: list[str], groups: l
         if p is not None:
             matched.add(int(hit.index[0]))
         rows.append({"alpha": scale_text(alpha), "rfid_cell": corr_cell(v["ifid"], rfid, study.n_boot, study.seed, "rFID"),
-                     "cells": _gfid_cells(study, v["ifid"], groups), "n_tokenizers": int(v["ifid"].notna().sum()),
+                     "cells": _target_cells(study, v["ifid"], groups), "n_tokenizers": int(v["ifid"].notna().sum()),
                      "sort": alpha, **_paper_t45(p)})
     for idx, p in paper.iterrows():
         if idx not in matched:
@@ -556,33 +578,34 @@ def _r_text(cell: dict[str, Any]) -> str:
 
 
 def _figure1(study: _Study) -> dict[str, Any]:
-    """Figure 1: rFID vs gFID and iFID vs gFID at w = 1, one row of panels per backbone."""
+    """Figure 1: rFID and iFID vs the target (gFID) at w = 1, one row of panels per backbone."""
     panels, notes = [], []
+    label = study.target.label
     for bb in study.backbones:
         w0 = study.w_nocfg(bb)
         if w0 is None:
-            notes.append(f"{bb}: no w = 1 gFID in this study.")
+            notes.append(f"{bb}: no w = 1 {label} in this study.")
             continue
-        y = study.gfid(bb, w0)
+        y = study.values(bb, w0)
         row = []
-        for metric, label in (("rfid", "rFID"), ("ifid", "iFID")):
-            if not study.measured(metric):
-                notes.append(f"{label} not measured in this study.")
+        for metric, name in (("rfid", "rFID"), ("ifid", "iFID")):
+            if not study.measured(metric) or metric == study.target.column:
+                notes.append(f"{name} is the correlation target (analysis.target)." if study.measured(metric)
+                             else f"{name} not measured in this study.")
                 continue
             x = study.per_tokenizer(metric)
-            row.append({"metric": metric, "label": label, "x": x, "y": y,
-                        "cell": corr_cell(x, y, study.n_boot, study.seed)})
+            row.append({"metric": metric, "label": name, "x": x, "y": y, "cell": study.cell(x, y, (metric, bb, w0))})
         if row:
             panels.append((bb, row))
     if not panels:
-        return {"available": False, "why": "needs rFID or iFID and a w = 1 gFID.", "notes": notes, "cells": []}
+        return {"available": False, "why": f"needs rFID or iFID and a w = 1 {label}.", "notes": notes, "cells": []}
     cols = max(len(r) for _, r in panels)
     fig, axes = plt.subplots(len(panels), cols, figsize=(3.3 * cols, 2.8 * len(panels)), squeeze=False)
     cells = []
     for (bb, row), ax_row in zip(panels, axes):
         for p, ax in zip(row, ax_row):
-            _panel(ax, p["x"], p["y"], f"ours, {bb}, w = 1: {p['label']} vs gFID\n{_r_text(p['cell'])}",
-                   p["label"], "gFID (w = 1)")
+            _panel(ax, p["x"], p["y"], f"ours, {bb}, w = 1: {p['label']} vs {label}\n{_r_text(p['cell'])}",
+                   p["label"], f"{label} (w = 1)")
             cells.append({"backbone": bb, "label": p["label"], **p["cell"]})
         for ax in ax_row[len(row):]:
             ax.axis("off")
@@ -620,14 +643,18 @@ def _readme_png() -> tuple[bytes, list[dict[str, Any]]]:
 
 
 def ifid_section(
-    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0
+    results_dir: str | Path, frame: pd.DataFrame, config: dict, n_boot: int = 1000, seed: int = 0,
+    correlations: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Context of ``ifid.html.j2`` (pass it as ``ifid``): the iFID paper's tables on one study.
 
     ``results_dir`` is ``results/<study>`` (its ``metrics/`` holds ifid_variants.json and
     gfid_t.json), ``frame`` that study's metrics.csv, ``config`` its config (orders tokenizers
     and backbones; backbone sizes map them to the paper's SiT-B / SiT-XL columns, ``ifid.k`` is
-    Table 5's K). Bootstrap CIs use ``n_boot`` resamples with ``seed``. Keys: ``available`` /
+    Table 5's K, ``analysis.target`` the y of Tables 3-5 and Figure 1). Bootstrap CIs use
+    ``n_boot`` resamples with ``seed``; ``correlations`` (the study's correlations.csv, from the same
+    config) supplies the Table 3 and Figure 1 cells of a one-family study (then exactly its rows)
+    instead of a second bootstrap. Keys: ``available`` /
     ``why`` for the whole section, ``mapping`` (our backbone -> paper column, with the reason),
     ``table1``, ``table3``, ``table4``, ``table5``, ``figure1``, each with its own ``available``
     / ``why`` / ``notes``.
@@ -638,7 +665,7 @@ def ifid_section(
         raise ValueError(f"n_boot: expected a non-negative integer, got {n_boot}")
     if frame.empty:
         return {"available": False, "why": "metrics.csv has no rows."}
-    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed))
+    study = _study(Path(results_dir), frame, config, int(n_boot), int(seed), correlations)
     mapping, how = map_backbones(study.backbones, config)
     groups = [{"backbone": bb, "paper": mapping[bb], **s} for bb in study.backbones for s in _settings(study, bb)]
     variants, missing, nets = _load_variants(study)
@@ -649,6 +676,8 @@ def ifid_section(
         "why": None,
         "study": config.get("study", ""),
         "n_tokenizers": len(study.tokenizers),
+        "target_label": study.target.label,
+        "target": study.target.context("lower"),
         "n_boot": int(n_boot),
         "feature_net": ", ".join(feature_nets) or "unstated",
         "variants_feature_net": ", ".join(nets),

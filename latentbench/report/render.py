@@ -217,8 +217,8 @@ def render_report(results: str | Path, config: dict, out: str | Path) -> None:
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     with images_to(root):
-        diff = diffusability_section(results, frame, config, n_boot=n_boot, seed=seed)
-        ifid = ifid_section(results, frame, config, n_boot=n_boot, seed=seed)
+        diff = diffusability_section(results, frame, config, n_boot=n_boot, seed=seed, correlations=corr)
+        ifid = ifid_section(results, frame, config, n_boot=n_boot, seed=seed, correlations=corr)
         overview = overview_page(oriented, stability, primary, config)
         corr_page = correlation_page(oriented, stability, families, backbones, primary)
         units = frame[(frame["family"] == primary.family) & (frame["backbone"] == backbone)

@@ -12,13 +12,16 @@ import base64
 import math
 
 import jinja2
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from markupsafe import escape
 
 from latentbench.analysis.regression import oriented
 from latentbench.io import write_json
+from latentbench.report import diffusability
 from latentbench.report.diffusability import (
     MAIN_PROXIES,
     PERSPECTIVES,
@@ -26,6 +29,7 @@ from latentbench.report.diffusability import (
     diffusability_section,
 )
 from latentbench.report.render import report_env
+from latentbench.stages.report import correlate_study, correlations
 
 BACKBONES = ["sit-a", "sit-b"]
 SCALES = [1.0, 1.5, 2.0]
@@ -77,7 +81,7 @@ def synthetic_study(root, n_tok: int = 6, families=("conv_kl",), scales=SCALES, 
                     **latent, "straightness": straight, "efficiency": eff, "feature_net": "demo-cnn",
                 })
     config = {"study": "synthetic", "tokenizers": {t: {} for t in toks},
-              "backbones": {bb: {} for bb in BACKBONES}}
+              "backbones": {bb: {} for bb in BACKBONES}, "analysis": {"target": "gfid"}}
     return pd.DataFrame(rows), config, best_w
 
 
@@ -261,8 +265,103 @@ def test_primary_backbone_is_the_most_trained_or_the_configured_one(tmp_path) ->
     fig6 = next(c for c in ctx["stability"]["columns"] if c["kind"] == "family (Fig. 6)")
     assert fig6["family"] == "trans" and fig6["backbone"] == "sit-b" and fig6["n"] == 3
     # an explicit choice wins; the trans family then falls back to the backbone it was trained with
-    config["analysis"] = {"primary_backbone": "sit-a"}
+    config["analysis"]["primary_backbone"] = "sit-a"
     assert backbone_order(config, frame) == ["sit-a", "sit-b"]
     ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0)
     fig6 = next(c for c in ctx["stability"]["columns"] if c["kind"] == "family (Fig. 6)")
     assert ctx["setting"]["backbone"] == "sit-a" and fig6["backbone"] == "sit-b" and fig6["n"] == 3
+
+
+# --------------------------------------------------------------------------- analysis.target
+
+
+def test_gfid_target_shows_no_comparability_note(study) -> None:
+    ctx = study["ctx"]
+    assert ctx["target"] == {"column": "gfid", "label": "gFID", "note": None, "predicts": "negative"}
+    html = _render(ctx)
+    assert "not comparable" not in html and "r &lt; 0 (blue cells" in html
+
+
+def test_another_target_is_the_y_of_every_analysis(tmp_path, monkeypatch) -> None:
+    frame, config, best_w = synthetic_study(tmp_path)
+    # A higher-is-better target built from gFID (noise below the gaps between scales, so each
+    # tokenizer's best w is gFID's), with values of its own.
+    noise = np.random.default_rng(1).uniform(-0.3, 0.3, len(frame))
+    frame = frame.assign(linear_probe=100.0 - frame["gfid"] + noise)
+    config["analysis"]["target"] = "linear_probe"
+    texts: list[str] = []
+
+    def record(fig, name="diffusability") -> str:
+        texts.extend(t for ax in fig.axes for t in (ax.get_ylabel(), ax.get_title()))
+        plt.close(fig)
+        return name
+
+    monkeypatch.setattr(diffusability, "_uri", record)
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0)
+    assert "Linear probe" in texts and "fitted Linear probe" in texts
+    assert not any("gFID" in t for t in texts)
+    units = _units(frame)
+    overview = ctx["overview"]
+    for row in overview["ranking"]:
+        x = oriented(units, row["metric"])
+        assert row["r"] == pytest.approx(scipy.stats.pearsonr(x, units["linear_probe"]).statistic, abs=1e-12)
+    # −VIV predicts the target, which is higher-is-better: r > 0 and a blue cell.
+    assert overview["top"]["perspective"] == "Velocity ambiguity" and overview["top"]["r"] > 0.9
+    assert overview["top"]["cell"]["colour"].startswith("rgba(9,105,218,")
+    viv = next(row for row in ctx["stability"]["rows"] if row["metric"] == "viv")
+    assert viv["cells"][0]["r"] == pytest.approx(
+        scipy.stats.pearsonr(-units["viv"], units["linear_probe"]).statistic, abs=1e-12)
+    for row in ctx["guidance"]["best"]:  # the best w maximises a higher-is-better target
+        tok = row["tokenizer"]
+        assert float(row["cells"]["sit-a"]["best_w"]) == best_w[tok]
+        best = frame[(frame["tokenizer"] == tok) & (frame["backbone"] == "sit-a") & (frame["cfg_scale"] == best_w[tok])]
+        assert row["cells"]["sit-a"]["value"] == f"{best['linear_probe'].iloc[0]:.4g}"
+    assert [r["value"] for r in ctx["trajectories"]["ratio_table"]] == units["linear_probe"].tolist()
+    assert ctx["target"]["predicts"] == "positive" and ctx["target_label"] == "Linear probe"
+    note = ctx["target"]["note"]
+    assert "against Linear probe" in note and "against gFID" in note and "not comparable" in note
+    html = _render(ctx)
+    assert str(escape(note)) in html and "r &gt; 0 (blue cells" in html
+    assert "OLS Linear probe ≈" in html and "OLS gFID" not in html
+
+
+def test_target_must_be_a_metrics_column_with_metadata(tmp_path) -> None:
+    frame, config, _ = synthetic_study(tmp_path, n_tok=4, scales=[1.0])
+    config["analysis"]["target"] = "fdr6"
+    with pytest.raises(ValueError, match=r"^analysis\.target: column 'fdr6' is not in .*metrics\.csv$") as missing:
+        diffusability_section(tmp_path, frame, config, n_boot=0)
+    # the same message as the correlate job's (stages/report.py) for the same study
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    with pytest.raises(ValueError) as correlate_error:
+        correlate_study(str(tmp_path / "metrics.csv"), {"seed": 0, "analysis": config["analysis"] | {"n_boot": 0}},
+                        str(tmp_path / "correlations.csv"))
+    assert str(missing.value) == str(correlate_error.value)
+    config["analysis"]["target"] = "is"
+    with pytest.raises(ValueError, match=r"analysis\.target: 'is' has no entry in metric_info"):
+        diffusability_section(tmp_path, frame.assign(**{"is": 1.0}), config, n_boot=0)
+    with pytest.raises(ValueError, match=r"analysis\.target: not in the config"):
+        diffusability_section(tmp_path, frame, {"tokenizers": config["tokenizers"]}, n_boot=0)
+
+
+def test_cells_that_are_correlations_csv_rows_are_read_from_it(tmp_path) -> None:
+    frame, config, _ = synthetic_study(tmp_path)
+    table = correlations(frame, "gfid", N_BOOT, 0)
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=N_BOOT, seed=0, correlations=table)
+    row = table[(table["metric"] == "viv") & (table["backbone"] == "sit-a") & (table["cfg_scale"] == 1.0)].iloc[0]
+    viv = next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")  # −VIV: the row negated
+    assert (viv["r"], viv["lo"], viv["hi"], viv["n"]) == (-row["pcc"], -row["pcc_hi"], -row["pcc_lo"], row["n"])
+    # read, not recomputed: a changed row shows on the page (Fig. 4, the stability table, Fig. 9) ...
+    tampered = table.copy()
+    tampered.loc[tampered["metric"].isin(["viv", "efficiency"]), "pcc"] = 0.5
+    ctx = diffusability_section(tmp_path, frame, config, n_boot=0, seed=0, correlations=tampered)
+    assert next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")["r"] == -0.5
+    stab = next(r for r in ctx["stability"]["rows"] if r["metric"] == "viv")
+    assert [c["r"] for c in stab["cells"]] == [-0.5] * len(stab["cells"])
+    assert next(c for c in ctx["trajectories"]["cells"] if c["label"] == "Efficiency")["r"] == 0.5
+    # ... but not where the page's tokenizers differ from the row's (here one has no gFID)
+    fewer = frame.assign(gfid=frame["gfid"].where(frame["tokenizer"] != "tok0"))
+    ctx = diffusability_section(tmp_path, fewer, config, n_boot=0, seed=0, correlations=tampered)
+    units = _units(fewer).dropna(subset=["gfid"])
+    viv = next(p for p in ctx["overview"]["panels"] if p["metric"] == "viv")
+    assert viv["n"] == 5 and viv["r"] == pytest.approx(
+        scipy.stats.pearsonr(-units["viv"], units["gfid"]).statistic, abs=1e-12)

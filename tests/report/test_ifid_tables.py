@@ -12,15 +12,22 @@ import base64
 import math
 
 import jinja2
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from markupsafe import escape
+from matplotlib.figure import Figure
 
+from latentbench.analysis.metric_info import METRICS
+from latentbench.analysis.regression import oriented, oriented_label
 from latentbench.io import write_json
+from latentbench.report import ifid_tables
 from latentbench.report.ifid_tables import TABLE3_ROWS, ifid_section, map_backbones
 from latentbench.report.paper_values import load_paper_table
 from latentbench.report.render import report_env
+from latentbench.stages.report import correlations
 
 BACKBONES = {"sit-b": {"size": "B", "recipe": "ifid_sit"}, "sit-xl": {"size": "XL", "recipe": "ifid_sit"}}
 SCALES = [1.0, 1.5, 2.0]
@@ -68,7 +75,7 @@ def synthetic_study(root, n_tok: int = 6, scales=SCALES, backbones=BACKBONES, gf
                              "cfg_scale": w, "gfid": gfid, "num_samples": 100, "diffusion_loss": loss,
                              **per_tok, "feature_net": "demo-cnn"})
     config = {"study": "synthetic", "tokenizers": {t: {} for t in toks}, "backbones": dict(backbones),
-              "ifid": {"k": STUDY_K}}
+              "ifid": {"k": STUDY_K}, "analysis": {"target": "gfid"}}
     return pd.DataFrame(rows), config
 
 
@@ -354,3 +361,110 @@ def test_empty_and_bad_input() -> None:
         ifid_section(".", pd.DataFrame({"a": [1]}), {}, n_boot=-1)
     with pytest.raises(ValueError, match="missing column"):
         ifid_section(".", pd.DataFrame({"tokenizer": ["a"]}), {})
+
+
+# --------------------------------------------------------------------------- analysis.target, orientation
+
+
+def test_orientation_has_one_helper_with_the_convention_as_a_parameter() -> None:
+    df = pd.DataFrame({m: [1.0, -2.0, 3.5] for m in METRICS})
+    for m, meta in METRICS.items():
+        lower, larger = oriented(df, m, "lower"), oriented(df, m, "larger")
+        assert lower.tolist() == (-df[m] if meta.higher_is_better else df[m]).tolist(), m
+        assert (lower == -larger).all(), m
+        assert oriented_label(m, "lower") == ("−" if meta.higher_is_better else "") + meta.label
+    # Table 3's row labels are the "lower" labels of its metrics (A.3 spells "-PSNR" with a hyphen).
+    assert [oriented_label(m, "lower").lower() for m, _ in TABLE3_ROWS] == \
+        [label.replace("-", "−").lower() for _, label in TABLE3_ROWS]
+    with pytest.raises(ValueError, match="better"):
+        oriented(df, "psnr", "smaller")
+
+
+def test_gfid_target_shows_no_comparability_note(study) -> None:
+    ctx = study["ctx"]
+    assert ctx["target"] == {"column": "gfid", "label": "gFID", "note": None, "predicts": "positive"}
+    html = _render(ctx)
+    assert "not comparable" not in html and "so a positive value means the metric predicts gFID" in html
+
+
+def test_another_target_is_the_y_of_tables_3_to_5_and_figure_1(tmp_path, monkeypatch) -> None:
+    frame, config = synthetic_study(tmp_path)
+    noise = np.random.default_rng(1).uniform(-0.3, 0.3, len(frame))
+    frame = frame.assign(linear_probe=50.0 - frame["gfid"] + noise)  # higher is better
+    base = ifid_section(tmp_path, frame, config, n_boot=0)
+    config = {**config, "analysis": {"target": "linear_probe"}}
+    texts: list[str] = []
+
+    def record(obj, name):
+        if isinstance(obj, Figure):
+            texts.extend(t for ax in obj.axes for t in (ax.get_ylabel(), ax.get_title()))
+            plt.close(obj)
+        return name
+
+    monkeypatch.setattr(ifid_tables, "image_src", record)
+    ctx = ifid_section(tmp_path, frame, config, n_boot=0)
+    assert "Linear probe (w = 1)" in texts and not any("gFID" in t for t in texts)
+    rows = {r["metric"]: r for r in ctx["table3"]["rows"]}
+    for metric, sign in (("psnr", -1), ("rfid", 1), ("ifid", 1)):
+        for g, cell in zip(ctx["groups"], rows[metric]["cells"]):
+            units = _sel(frame, g["backbone"], 1.0 if g["key"] == "nocfg" else 2.0)
+            pcc, srcc, _ = _scipy(sign * units[metric], units["linear_probe"])
+            assert cell["ours"]["pcc"] == pytest.approx(pcc, abs=1e-12)
+            assert cell["ours"]["srcc"] == pytest.approx(srcc, abs=1e-12)
+    # the paper's cells are the paper's (against gFID) whatever the target
+    base_rows = {r["metric"]: r for r in base["table3"]["rows"]}
+    assert [c["paper_pcc"]["text"] for c in rows["ifid"]["cells"]] == \
+        [c["paper_pcc"]["text"] for c in base_rows["ifid"]["cells"]]
+    units = _sel(frame, "sit-b", 1.0)
+    x = _variant_x(tmp_path, units.index, interpolation="slerp", reference_fraction=1.0, k=STUDY_K, alpha=0.3)
+    by_alpha = {r["alpha"]: r for r in ctx["table5"]["rows"]}
+    assert by_alpha["0.3"]["cells"][0]["pcc"] == pytest.approx(_scipy(x, units["linear_probe"])[0], abs=1e-12)
+    cell = next(c for c in ctx["figure1"]["cells"] if c["backbone"] == "sit-b" and c["label"] == "iFID")
+    assert cell["pcc"] == pytest.approx(_scipy(units["ifid"], units["linear_probe"])[0], abs=1e-12)
+    # Table 1 is gFID(t)'s by definition: the same as with the gFID target
+    def ours(t1):
+        return [[c["pcc_text"] or c["why"] for c in r["cells"]] for r in t1["rows"] if r["who"] == "ours"]
+
+    assert ours(ctx["table1"]) == ours(base["table1"]) and ours(ctx["table1"])[0][-1] != ""
+    assert ctx["target"]["predicts"] == "negative"
+    html = _render(ctx)
+    assert str(escape(ctx["target"]["note"])) in html and "against Linear probe" in ctx["target"]["note"]
+    assert "Table 3: VAE metrics vs Linear probe" in html
+    assert "so a negative value means the metric predicts Linear probe" in html
+
+
+def test_missing_target_column_names_analysis_target(tmp_path) -> None:
+    frame, config = synthetic_study(tmp_path, gfid_t=False, variants=False)
+    config["analysis"]["target"] = "fdr6"
+    with pytest.raises(ValueError, match=r"^analysis\.target: column 'fdr6' is not in .*metrics\.csv$"):
+        ifid_section(tmp_path, frame, config, n_boot=0)
+
+
+def test_table3_and_figure1_cells_are_read_from_correlations_csv(tmp_path) -> None:
+    frame, config = synthetic_study(tmp_path, gfid_t=False, variants=False)
+    table = correlations(frame, "gfid", N_BOOT, 0)
+    ctx = ifid_section(tmp_path, frame, config, n_boot=N_BOOT, seed=0, correlations=table)
+    row = table[(table["metric"] == "psnr") & (table["backbone"] == "sit-b") & (table["cfg_scale"] == 1.0)].iloc[0]
+    psnr = next(r for r in ctx["table3"]["rows"] if r["metric"] == "psnr")["cells"][0]["ours"]  # −PSNR
+    assert (psnr["pcc"], psnr["srcc"], psnr["n"]) == (-row["pcc"], -row["srcc"], row["n"])
+    assert psnr["pcc_ci"] == f"[{-row['pcc_hi']:.2f}, {-row['pcc_lo']:.2f}]"
+    tampered = table.assign(pcc=0.5)
+    ctx = ifid_section(tmp_path, frame, config, n_boot=0, seed=0, correlations=tampered)
+    rows = {r["metric"]: r for r in ctx["table3"]["rows"]}
+    assert rows["psnr"]["cells"][0]["ours"]["pcc"] == -0.5 and rows["ifid"]["cells"][3]["ours"]["pcc"] == 0.5
+    assert {c["pcc"] for c in ctx["figure1"]["cells"]} == {0.5}
+    # Tables 4 and 5 (iFID variants) are not correlations.csv rows; a two-family study pools families
+    frame2 = frame.assign(family=np.where(frame["tokenizer"].isin(["tok0", "tok1"]), "trans", "conv_kl"))
+    ctx = ifid_section(tmp_path, frame2, config, n_boot=0, seed=0, correlations=tampered)
+    units = _sel(frame2, "sit-b", 1.0)
+    assert ctx["table3"]["rows"][0]["cells"][0]["ours"]["pcc"] == pytest.approx(
+        _scipy(-units["psnr"], units["gfid"])[0], abs=1e-12)
+
+
+def test_a_table3_metric_that_is_the_target_is_not_correlated_with_itself(tmp_path) -> None:
+    frame, config = synthetic_study(tmp_path, gfid_t=False, variants=False)
+    config["analysis"]["target"] = "diffusion_loss"
+    ctx = ifid_section(tmp_path, frame, config, n_boot=0)
+    rows = {r["metric"]: r for r in ctx["table3"]["rows"]}
+    assert rows["diffusion_loss"]["why"] == "the correlation target itself (analysis.target)"
+    assert not any(c["ours"]["ok"] for c in rows["diffusion_loss"]["cells"]) and rows["ifid"]["cells"][0]["ours"]["ok"]
