@@ -41,7 +41,10 @@ from typing import Any
 import numpy as np
 
 from latentbench.drift.projectors import CONDITION_ROLES, check_images
-from latentbench.drift.projectors.detect_resolution import DETECT_RESOLUTIONS, detect_at_role
+from latentbench.drift.projectors.detect_resolution import (
+    DETECT_RESOLUTIONS,
+    detect_at_role,
+)
 
 __all__ = ["DriftAccumulator", "DriftOptions", "drift", "drift_measures", "map_distance", "preprocess_images"]
 
