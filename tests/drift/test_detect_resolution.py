@@ -86,6 +86,7 @@ def test_controlnet_seg_labels_come_back_by_nearest():
     assert labels.shape == (2, 40, 60) and labels.dtype == np.int64
     possible = {7 + 3 * k for k in range(8)}
     assert set(np.unique(labels).tolist()) <= possible  # only existing labels, no blends
+    np.testing.assert_array_equal(detect_at(labeller, x, 512, "nearest", chunk=1), labels)  # chunking changes nothing
     with pytest.raises(ValueError, match="back"):
         detect_at(labeller, x, 512, "bicubic")
     with pytest.raises(ValueError, match="detect_resolution"):

@@ -78,17 +78,23 @@ def _resize_back(maps: np.ndarray, height: int, width: int, back: str) -> np.nda
     return np.stack(out).astype(np.float32) / 255.0
 
 
-def detect_at(detect: Callable[[np.ndarray], np.ndarray], images: np.ndarray, resolution: int, back: str) -> np.ndarray:
+def detect_at(detect: Callable[[np.ndarray], np.ndarray], images: np.ndarray, resolution: int, back: str,
+              chunk: int = 16) -> np.ndarray:
     """Run ``detect`` (uint8 (N, H, W, 3) -> maps (N, H', W')) at ControlNet's ``resolution`` and
-    return its maps at the images' own (H, W), resized back ``back`` = ``linear`` | ``nearest``."""
+    return its maps at the images' own (H, W), resized back ``back`` = ``linear`` | ``nearest``.
+    ``chunk`` images at a time, so the up-sampled batch (and the detector's activations at
+    512^2) stay small whatever the caller's batch size."""
     if back not in ("linear", "nearest"):
         raise ValueError(f"back: expected 'linear' or 'nearest', got {back!r}")
     images = check_images(images)
     if len(images) == 0:
         return detect(images)
     height, width = images.shape[1:3]
-    big = np.stack([resize_image(img, resolution) for img in images])
-    return _resize_back(np.asarray(detect(big)), height, width, back)
+    out = []
+    for start in range(0, len(images), chunk):
+        big = np.stack([resize_image(img, resolution) for img in images[start : start + chunk]])
+        out.append(_resize_back(np.asarray(detect(big)), height, width, back))
+    return np.concatenate(out)
 
 
 def detect_at_role(role: str, detect: Callable[[np.ndarray], np.ndarray], images: np.ndarray, mode: str) -> np.ndarray:
