@@ -21,7 +21,8 @@ The DAG's drift job (one pass over a tokenizer's reconstructions)::
         projector_options=options,   #   names, options = projectors.demo.demo_projector_config(dense, cnn)
         weights_dir=weights_dir, device=device,
         options={"map_distance": "l1", "seg_distance": "colour", "identity_missing": "skip",
-                 "face_at_r": "recall", "preprocess": "centre_crop_then_resize", "resolution": None},
+                 "face_at_r": "recall", "preprocess": "centre_crop_then_resize", "resolution": None,
+                 "detect_resolution": "native"},
     )
     # -> {"canny": float, ..., "dinov2": float (NaN if undefined, None if not run),
     #     "n_images", "not_run": {condition: "not run: needs ..."}, "projectors": {role: name},
@@ -45,7 +46,9 @@ def drift(originals, reconstructions, condition: str, **options: Any) -> float:
     ``projector_options=`` {role: {...}} and weights from ``weights_dir=``; ``device=``,
     ``batch_size=``. Measure options: map_distance (l1|l2), seg_distance (colour|label),
     identity_missing (skip|zero), face_at_r (recall|ratio), preprocess
-    (centre_crop_then_resize|resize_then_crop) with resolution. See ``latentbench.drift.measures``.
+    (centre_crop_then_resize|resize_then_crop) with resolution, detect_resolution
+    (native|controlnet: the map detectors at ControlNet's 512/384/512, maps resized back).
+    See ``latentbench.drift.measures``.
     """
     from latentbench.drift.measures import drift as _drift
 

@@ -23,6 +23,12 @@ Pre-processing (seesaw-notes §2.9): with ``resolution`` set, both image sets ar
 ``resolution``^2 by ``preprocess`` = ``centre_crop_then_resize`` (the seed's order, default)
 or ``resize_then_crop`` (torchvision Resize + CenterCrop, the spec's order); ``resolution``
 None (default) uses the arrays as given (the DAG's images are already 256^2).
+
+Detection resolution (spec §7.2, seesaw-notes §2.3): ``detect_resolution`` ``native`` (default)
+runs the map projectors (canny, depth, seg) on the images as given; ``controlnet`` runs each at
+ControlNet's detect resolution (short side 512 / 384 / 512, ControlNet's ``resize_image``) and
+resizes its map back (bilinear; nearest for seg labels), whichever backend serves the role
+(``latentbench.drift.projectors.detect_resolution``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from typing import Any
 import numpy as np
 
 from latentbench.drift.projectors import CONDITION_ROLES, check_images
+from latentbench.drift.projectors.detect_resolution import (
+    DETECT_RESOLUTIONS,
+    detect_at_role,
+)
 
 __all__ = ["DriftAccumulator", "DriftOptions", "drift", "drift_measures", "map_distance", "preprocess_images"]
 
@@ -56,6 +66,7 @@ class DriftOptions:
     face_at_r: str = "recall"
     preprocess: str = "centre_crop_then_resize"
     resolution: int | None = None
+    detect_resolution: str = "native"
 
     def __post_init__(self) -> None:
         for key, allowed in (
@@ -64,6 +75,7 @@ class DriftOptions:
             ("identity_missing", IDENTITY_MISSING),
             ("face_at_r", FACE_AT_R),
             ("preprocess", PREPROCESS),
+            ("detect_resolution", DETECT_RESOLUTIONS),
         ):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}: expected one of {allowed}, got {getattr(self, key)!r}")
@@ -176,9 +188,10 @@ class DriftAccumulator:
         for role in self.roles:
             proj = self.projectors[role]
             if role in ("canny", "depth"):
-                self._sums[role] += float(map_distance(proj(x), proj(y), opts.map_distance).sum())
+                ma, mb = (detect_at_role(role, proj, im, opts.detect_resolution) for im in (x, y))
+                self._sums[role] += float(map_distance(ma, mb, opts.map_distance).sum())
             elif role == "seg":
-                la, lb = proj.labels(x), proj.labels(y)
+                la, lb = (detect_at_role(role, proj.labels, im, opts.detect_resolution) for im in (x, y))
                 if opts.seg_distance == "label":
                     d = (la != lb).reshape(len(la), -1).mean(axis=1)
                 else:
@@ -284,7 +297,7 @@ def drift(
     (``projector_names`` role -> name overrides the paper defaults; ``projector_options`` role ->
     factory kwargs; ``weights_dir``); a missing weight raises WeightMissing ("not run: needs
     ..."). ``options`` are :class:`DriftOptions` fields (map_distance, seg_distance,
-    identity_missing, face_at_r, preprocess, resolution).
+    identity_missing, face_at_r, preprocess, resolution, detect_resolution).
     """
     if condition not in CONDITION_ROLES:
         raise ValueError(f"condition: expected one of {', '.join(CONDITIONS)}, got {condition!r}")

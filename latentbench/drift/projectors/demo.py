@@ -1,7 +1,8 @@
 """The embedded demo's stand-in projectors (seesaw-notes §4), built from DAG-trained nets.
 
-- ``demo-dense-depth`` (role depth): the dense demo net's depth head, then the paper's
-  normalisation (``midas.normalise_depth``: min-max, x255, truncate).
+- ``demo-dense-depth`` (role depth): the dense demo net's depth head, negated so that it is
+  oriented like MiDaS' relative inverse depth (near = bright), then the paper's normalisation
+  (``midas.normalise_depth``: min-max, x255, truncate).
 - ``demo-dense-seg`` (role seg): its class map, rendered with the first K ADE20K colours.
 - ``demo-object`` (role face): object recall / identity in place of Face@R / Identity; the
   "detector" is the dense net's foreground (class != 0), the box that of its largest
@@ -61,7 +62,14 @@ class DemoDenseDepth:
         from latentbench.drift.projectors.midas import normalise_depth
 
         depth, _ = predict(self.net, check_images(images))
-        return np.stack([normalise_depth(d) for d in depth]).astype(np.float32) / 255.0
+        # The net regresses the synthetic set's distance (near = small); MiDaS, and the spec,
+        # give relative INVERSE depth (near = large), so the map is negated before the min-max
+        # normalisation: near pixels come out bright, as in ControlNet's depth maps. (-d rather
+        # than 1/d: the regressed distance may touch or cross 0 on a reconstruction.) The drift
+        # does not depend on this orientation: normalise(-d) = 1 - normalise(d) before the uint8
+        # truncation, and L1 (or L2) of two maps is unchanged when both are flipped; the
+        # truncation (floor vs ceil of 255 t) moves a pixel's difference by at most 1/255.
+        return np.stack([normalise_depth(-d) for d in depth]).astype(np.float32) / 255.0
 
 
 class DemoDenseSeg:
