@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from latentbench.analysis.metric_info import info
+from latentbench.analysis.regression import flipped
 from latentbench.report.cells import num, r_colour, scale_text
 from latentbench.report.figures import image_src
 from latentbench.report.ifid_tables import TABLE3_ROWS, map_backbones
@@ -52,9 +53,15 @@ class Setting:
 
 def orient_table(corr: pd.DataFrame) -> pd.DataFrame:
     """correlations.csv with oriented PCC / SRCC and their intervals (columns ``r``, ``r_lo``, ``r_hi``,
-    ``rho``, ``rho_lo``, ``rho_hi``); rows of metrics without metadata are dropped."""
+    ``rho``, ``rho_lo``, ``rho_hi``); rows of metrics without metadata are dropped.
+
+    One sign convention with the paper pages (:func:`latentbench.analysis.regression.flipped`, the
+    iFID paper's ``better="lower"``): a metric is negated when higher is better, and the whole row
+    once more when the row's target is (so r > 0 always means: the metric's better tokenizer has
+    the better target value)."""
     known = corr[corr["metric"].map(lambda m: _known(m))].copy()
-    sign = np.where(known["metric"].map(lambda m: info(m).higher_is_better), -1.0, 1.0)
+    flip = known["metric"].map(lambda m: flipped(m, "lower")) != known["target"].map(lambda t: flipped(t, "lower"))
+    sign = np.where(flip, -1.0, 1.0)
     for stat, out in (("pcc", "r"), ("srcc", "rho")):
         value, lo, hi = known[stat].to_numpy(float), known[f"{stat}_lo"].to_numpy(float), known[f"{stat}_hi"].to_numpy(float)
         known[out] = sign * value

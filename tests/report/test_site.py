@@ -109,3 +109,21 @@ def test_rerender_leaves_no_stale_figures(small) -> None:
     stale.write_bytes(b"x")
     render_report(report.parent, config, report / "index.html")
     assert not stale.exists() and (report / "img" / "overview-ranked-proxies.png").is_file()
+
+
+def test_orient_table_one_sign_convention() -> None:
+    """r > 0: the metric's better tokenizer has the better target, for either direction of either."""
+    import pandas as pd
+
+    from latentbench.report.overview import orient_table
+
+    rows = [  # psnr: higher is better; ifid: lower is better; gfid lower, linear_probe higher
+        {"metric": "psnr", "target": "gfid"}, {"metric": "ifid", "target": "gfid"},
+        {"metric": "psnr", "target": "linear_probe"}, {"metric": "ifid", "target": "linear_probe"},
+    ]
+    corr = pd.DataFrame([{**r, "pcc": 0.5, "pcc_lo": 0.2, "pcc_hi": 0.8, "srcc": 0.4, "srcc_lo": 0.1, "srcc_hi": 0.7}
+                         for r in rows])
+    got = orient_table(corr)
+    assert got["r"].tolist() == [-0.5, 0.5, 0.5, -0.5]
+    assert got[["r_lo", "r_hi"]].values.tolist() == [[-0.8, -0.2], [0.2, 0.8], [0.2, 0.8], [-0.8, -0.2]]
+    assert got["rho"].tolist() == [-0.4, 0.4, 0.4, -0.4]
