@@ -35,7 +35,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (32, 16, 16)
-CLASSES = 100
+# Images per class. VIV holds one class in memory at a time (its flip-flop covariance needs all of a
+# class's latents), so its memory follows the class size, not the split size; ImageNet's classes hold
+# at most 1,300 train images whatever the split. The caches therefore grow by their class count
+# (N / CLASS_SIZE classes), as larger ImageNet-style splits do, at a fixed class size.
+CLASS_SIZE = 500
 JOBS = ("lnc", "ifid_nn", "baselines", "viv", "uniformity", "spatial")
 
 
@@ -48,8 +52,9 @@ def write_cache(folder: Path, n: int, seed: int = 0, block: int = 2048) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(CLASSES, *SHAPE)).astype(np.float32)
-    labels = np.arange(n) % CLASSES
+    classes = max(1, n // CLASS_SIZE)
+    centres = rng.normal(size=(classes, *SHAPE)).astype(np.float32)
+    labels = np.arange(n) % classes
     mean = np.lib.format.open_memmap(folder / "mean.npy", mode="w+", dtype=np.float32, shape=(n, *SHAPE))
     std = np.lib.format.open_memmap(folder / "std.npy", mode="w+", dtype=np.float32, shape=(n, *SHAPE))
     stats = ChannelStats()
@@ -123,7 +128,11 @@ def run_job(job: str, folder: Path) -> dict:
             out = uniformity(z, n_points=500, repeats=1, seed=0, stats=channel_stats(z))
             return {"gini": out["gini"]}
         if job == "spatial":
-            fg = torch.from_numpy(np.random.default_rng(0).random((n, *SHAPE[1:])) < 0.6)
+            # token masks as the stage holds them (bool per token), drawn block by block: no float
+            # array of N x H x W in the child beside the metric
+            rng, fg = np.random.default_rng(0), torch.zeros((n, *SHAPE[1:]), dtype=torch.bool)
+            for b0 in range(0, n, 8192):
+                fg[b0 : b0 + 8192] = torch.from_numpy(rng.random((min(n, b0 + 8192) - b0, *SHAPE[1:])) < 0.6)
             out = spatial_metrics(z, fg, stats=channel_stats(z))
             return {k: out[k] for k in ("lds", "cds", "srss")}
     if job == "ifid_nn":
