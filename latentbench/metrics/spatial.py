@@ -162,7 +162,8 @@ def spatial_metrics(
     keep = torch.ones(n, dtype=torch.bool)
     if fg is not None and filter_images:
         t = h * w
-        n_fg = fg.reshape(n, -1).bool().sum(dim=1).cpu()
+        # counted in blocks: a bool sum over the whole [N, T] mask would upcast it to int64 (8 bytes/token)
+        n_fg = torch.cat([f.reshape(len(f), -1).bool().sum(dim=1).cpu() for f in fg.split(chunk * 32)])
         keep = (n_fg >= math.ceil(min_fg_fraction * t - 1e-9)) & (t - n_fg >= math.ceil(min_bg_fraction * t - 1e-9))
     idx = keep.nonzero()[:, 0]
     if idx.numel() == 0:
