@@ -40,19 +40,18 @@ def pooled_features(
     if token_mask is not None and tuple(token_mask.shape) != (n, h, w):
         raise ValueError(f"token_mask must have shape {(n, h, w)}, got {tuple(token_mask.shape)}")
     norm = resolve_stats(latents, stats, standardize)
-    feats = []
+    # filled in place: at paper scale the [N, C] table is the job's largest array, so no second copy
+    features = torch.empty((n, latents.shape[1]), dtype=torch.float64, device=latents.device)
+    keep = torch.ones(n, dtype=torch.bool, device=latents.device)
     for start in range(0, n, chunk):
         z = prepare(latents[start : start + chunk], norm)
         if token_mask is None:
-            feats.append(z.mean(dim=(2, 3)))
+            features[start : start + len(z)] = z.mean(dim=(2, 3))
             continue
         m = token_mask[start : start + chunk].to(z.device, torch.float64)
-        feats.append(torch.einsum("nchw,nhw->nc", z, m) / m.sum(dim=(1, 2)).clamp_min(1)[:, None])
-    features = torch.cat(feats)
-    keep = torch.ones(n, dtype=torch.bool, device=features.device)
-    if token_mask is not None:
-        keep = token_mask.reshape(n, -1).any(dim=1).to(features.device)
-    return features[keep], keep
+        features[start : start + len(z)] = torch.einsum("nchw,nhw->nc", z, m) / m.sum(dim=(1, 2)).clamp_min(1)[:, None]
+        keep[start : start + len(z)] = m.flatten(1).any(dim=1)
+    return (features, keep) if bool(keep.all()) else (features[keep], keep)
 
 
 def neighbor_consistency(
