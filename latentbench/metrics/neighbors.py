@@ -171,7 +171,7 @@ def _search_exact(
     )
     if metric == "l2":
         # ||q - r||^2 = ||q||^2 + (||r||^2 - 2 q.r); the per-query term does not change ranks.
-        costs = (costs + q_norm[:, None]).clamp_min_(0.0)
+        costs = costs.add_(q_norm[:, None]).clamp_min_(0.0)
     return costs, indices
 
 
@@ -235,6 +235,10 @@ def _stream_topk(
     n_q, device, dtype = q.shape[0], q.device, q.dtype
     blocks = _blocks(n_q, query_block)
     best = [_empty_topk(b1 - b0, device, dtype) for b0, b1 in blocks]
+    # The result, O(Nq * keep): a block's running list lives in its rows once it is full width
+    # (after the first chunk in practice), so no concatenated copy of all of it is made at the end.
+    costs = torch.empty((n_q, keep), device=device, dtype=dtype)
+    indices = torch.empty((n_q, keep), device=device, dtype=torch.long)
     rows_max = min(chunk_size, _n_rows(references))
     entries = min(query_block, n_q) * rows_max
     scratch = torch.empty(entries, device=device, dtype=dtype)
@@ -265,8 +269,13 @@ def _stream_topk(
                 cost = _cost_from_dots(dots, q_norm[b0:b1], r_norm, metric, denom=denom)
             if exclude_self:
                 _mask_self(cost, b0, r0)
-            best[j] = _merge(*best[j], *_chunk_topk(cost, keep, r0), keep)
-    costs, indices = torch.cat([c for c, _ in best]), torch.cat([i for _, i in best])
+            merged = _merge(*best[j], *_chunk_topk(cost, keep, r0), keep)
+            if merged[0].shape[1] == keep:
+                costs[b0:b1].copy_(merged[0])
+                indices[b0:b1].copy_(merged[1])
+                merged = costs[b0:b1], indices[b0:b1]
+            best[j] = merged
+    # keep <= the references available, so every block has filled its rows by now
     return costs, indices, torch.cat(norms) if low_precision else None
 
 

@@ -72,8 +72,12 @@ def neighbor_consistency(
         raise ValueError(f"ks must lie in [1, N-1] = [1, {features.shape[0] - 1}], got {ks}")
     _, idx = nearest_neighbors(features, features, k=ks[-1], metric=metric, exclude_self=True)
     labels = labels.to(idx.device)
-    same = (labels[idx] == labels[:, None]).to(torch.float64)  # [N, Kmax], nearest first
-    return {k: float(same[:, :k].mean()) for k in ks}
+    # same-class neighbours per rank (nearest first), counted in blocks of rows: no [N, Kmax] temporaries
+    hits = torch.zeros(ks[-1], dtype=torch.long, device=idx.device)
+    for start in range(0, len(idx), DEFAULT_CHUNK):
+        hits += (labels[idx[start : start + DEFAULT_CHUNK]] == labels[start : start + DEFAULT_CHUNK, None]).sum(dim=0)
+    within = hits.cumsum(0)
+    return {k: int(within[k - 1]) / (len(idx) * k) for k in ks}
 
 
 def lnc(

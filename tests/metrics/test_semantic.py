@@ -28,6 +28,22 @@ def test_random_labels_match_expectation():
     assert sum(values) / len(values) == pytest.approx(49 / 199, abs=0.015)
 
 
+def test_matches_sklearn_neighbours_over_several_row_blocks():
+    """More rows than one counting block (DEFAULT_CHUNK) and one k-NN query block: the counts per
+    rank must add up to scikit-learn's brute-force cosine neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 6, (2600,), generator=gen)
+    feats = torch.randn(6, 5, generator=gen)[labels] + 1.5 * torch.randn(2600, 5, generator=gen)
+    idx = NearestNeighbors(n_neighbors=8, metric="cosine", algorithm="brute").fit(feats.numpy())
+    idx = torch.from_numpy(idx.kneighbors(return_distance=False))  # self excluded
+    same = (labels[idx] == labels[:, None]).double()
+    out = neighbor_consistency(feats.double(), labels, (1, 5, 8))
+    assert out == pytest.approx({k: float(same[:, :k].mean()) for k in (1, 5, 8)}, abs=1e-12)
+    assert 0.3 < out[5] < 0.95  # neither trivial value: the check can tell a wrong count
+
+
 def test_self_is_excluded_and_ks_are_checked():
     x = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
     # every point's nearest other point: 0 <-> 1 share label 0, point 2 (label 1) has none
@@ -48,6 +64,9 @@ def test_masked_mean_pooling_and_dropped_images():
     assert keep.tolist() == [True, False, True]
     torch.testing.assert_close(feats[0], z[0, :, 1:3, 1:3].double().mean(dim=(1, 2)))
     torch.testing.assert_close(feats[1], z[2].double().mean(dim=(1, 2)))
+    chunked, keep_chunked = pooled_features(z, mask, standardize=False, chunk=2)  # keep across chunks
+    assert keep_chunked.tolist() == keep.tolist()
+    torch.testing.assert_close(chunked, feats)
     all_tokens, keep_all = pooled_features(z, None, standardize=False, chunk=2)
     assert keep_all.all() and all_tokens.shape == (3, 2)
 
