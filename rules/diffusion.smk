@@ -20,7 +20,6 @@ rule train_diffusion:
             threads,
         ),
     threads: config["threads"] * max(1, config["diffusion_training"]["gpus"])
-    retries: 1
     resources:
         runtime=120,
         **train_resources("diffusion_training"),

@@ -89,7 +89,6 @@ rule controlnet_train:
         checkpoint=lambda w: f"{RESULTS}/controlnet/{w.tok}/{w.backbone}/{w.condition}/checkpoint.pt",
         stand_ins=stand_in_flags,
     threads: config["threads"]
-    retries: 1
     resources:
         gpu=config["seesaw"]["controlnet"]["gpus"],
     benchmark:

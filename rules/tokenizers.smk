@@ -15,7 +15,6 @@ rule train_tokenizer:
         feature_net=lambda w, input: f"--feature-net {input.feature_net}" if DEMO_NET_STUDY else "",
         weights_dir=WEIGHTS_DIR,
     threads: config["threads"]
-    retries: 1
     resources:
         gpu=config["tokenizer_training"]["gpus"],
         runtime=60,

@@ -359,3 +359,19 @@ def test_shallow_dag_runs_through_slurm(slurm, tmp_path):
             log_file.is_file()
             and (work / ".snakemake" / "slurm_logs") in log_file.parents
         ), (rule, job)
+
+
+def test_training_rules_leave_retries_to_the_profile():
+    """A rule's own `retries:` wins over the profile's `retries: 3`, so a pinned value would cut the
+    attempts of exactly the long trainings that continue from their checkpoints (review §2 smells).
+    Only the weight download retries on its own."""
+    pinned = []
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        rule = None
+        for line in smk.read_text().splitlines():
+            if m := re.match(r"(?:rule|checkpoint)\s+(\w+)\s*:", line):
+                rule = m.group(1)
+            elif re.match(r"\s+retries\s*:", line):
+                pinned.append(rule)
+    assert pinned == ["fetch_weights"]
+    assert yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())["retries"] >= 3
