@@ -73,6 +73,7 @@ def check_config(config: dict) -> dict:
         unknown = sorted(set(spec.get("backbones") or ()) - set(config["backbones"]))
         if unknown:
             raise ConfigError(f"config error at tokenizers.{tok}.backbones: {', '.join(unknown)} not in backbones")
+    _check_shards(config["sampling"])
     if config["data"]["kind"] == "imagefolder" and not config["data"].get("root"):
         raise ConfigError("config error at data.root: required when data.kind is imagefolder")
     for tok, spec in config["tokenizers"].items():
@@ -81,6 +82,21 @@ def check_config(config: dict) -> dict:
             _check_backbone(f"backbones.{bb}", config["backbones"][bb], tok, latent_shape)
     _check_seesaw(config)
     return config
+
+
+def _check_shards(sampling: dict[str, Any]) -> None:
+    """Every sampling shard draws at least one sample: shard i draws
+    [i * ceil(n / shards), ...) of the n samples (stages/diffusion.sample), so too many shards
+    leave the last ones empty, and an empty shard has no statistics to merge."""
+    n, shards = sampling["num_samples"], sampling["shards"]
+
+    def fills(s: int) -> bool:
+        return (s - 1) * -(-n // s) < n
+
+    if not fills(shards):
+        most = max(s for s in range(1, shards) if fills(s))
+        raise ConfigError(f"config error at sampling.shards: {shards} shards of {-(-n // shards)} of the "
+                          f"{n} samples (sampling.num_samples) leave the last shard empty ({most} shards would not)")
 
 
 def seesaw_stand_ins(config: dict[str, Any]) -> bool:

@@ -44,6 +44,21 @@ def test_bad_config_one_line_naming_the_key(demo, edit, where):
     assert where.split(": ", 1)[1] in message
 
 
+@pytest.mark.parametrize("n, shards, ok", [(10, 4, True), (5, 4, False), (5, 5, True), (3, 5, False), (1000, 1000, True), (7, 7, True)])
+def test_sampling_shards_never_leave_a_shard_empty(demo, n, shards, ok):
+    demo["sampling"].update(num_samples=n, shards=shards)
+    if ok:
+        check_config(demo)
+        per = -(-n // shards)
+        assert min(n - i * per for i in range(shards)) >= 1  # the split the sample stage makes
+        return
+    with pytest.raises(ConfigError, match=r"^config error at sampling\.shards: .* empty \(\d+ shards would not\)$") as info:
+        check_config(demo)
+    most = int(str(info.value).rsplit("(", 1)[1].split()[0])
+    demo["sampling"]["shards"] = most
+    check_config(demo)  # the advice holds
+
+
 def test_load_config_names_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
