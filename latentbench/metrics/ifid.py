@@ -23,7 +23,6 @@ __all__ = [
     "interpolate",
     "nearest_neighbors",
     "pick_topk",
-    "posterior_seeds",
     "sample_posterior",
     "topk_weights",
 ]
@@ -217,11 +216,6 @@ def sample_posterior(
         torch.randn(mean.shape[1:], generator=generator.manual_seed(s), out=eps[i])
     dtype = torch.promote_types(mean.dtype, torch.float32)
     return mean.to(dtype) + std.to(dtype) * eps.to(device=mean.device, dtype=dtype)
-
-
-def posterior_seeds(global_seed: int, split: str, indices: Sequence[int]) -> list[int]:
-    """Per-image posterior seeds derive_seed(global_seed, split, index) (spec §3.5)."""
-    return [derive_seed(global_seed, split, int(i)) for i in indices]
 
 
 # ----------------------------------------------------------------------------- helpers
