@@ -3,6 +3,7 @@ no-op reruns, targeted reruns after deleting one tokenizer's latent cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -66,6 +67,11 @@ def test_outputs_and_metrics_table(tiny_study):
     measured = corr[corr["n"] >= 3]
     assert len(measured) > 0 and measured["pcc"].between(-1, 1).all()
     assert set(measured["family"]) == {"conv-demo"} and corr.loc[corr["family"] == "trans-demo", "n"].max() == 1
+    # two sampling shards per scale (tiny.yaml), merged into one count: 30 + 30 of the 60 samples
+    generation = json.loads((tiny_study / "metrics" / "baseline" / "sit-demo" / "generation.json").read_text())
+    assert {s: row["num_samples"] for s, row in generation["per_scale"].items()} == {"1": 60, "1.5": 60}
+    shards = [p.name for p in (tiny_study / "samples" / "baseline" / "sit-demo").glob("cfg*/shard-*.npz")]
+    assert sorted(n for n in shards if re.fullmatch(r"shard-\d{3}\.npz", n)) == ["shard-000.npz"] * 2 + ["shard-001.npz"] * 2
     # LPIPS needs weights this test machine lacks: it is reported as not run, never filled in
     assert frame["lpips"].isna().all() and corr.loc[corr["metric"] == "lpips", "n"].eq(0).all()
 
