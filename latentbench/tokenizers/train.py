@@ -40,10 +40,12 @@ import torch
 from latentbench.checkpoint import load_checkpoint, save_checkpoint
 from latentbench.data.shards import ShardedSplit, images_to_tensor
 from latentbench.errors import TrainingDiverged
+from latentbench.metrics.reconstruction import psnr
 from latentbench.progress import ProgressMeter
 from latentbench.seeding import derive_seed, set_threads
 from latentbench.tokenizers import build_tokenizer, save_tokenizer
 from latentbench.tokenizers.discriminator import NLayerDiscriminator
+from latentbench.tokenizers.kl_base import count_parameters
 from latentbench.tokenizers.kl_vae import KLTokenizer
 from latentbench.tokenizers.losses import Eq12Loss, Perceptual
 from latentbench.tokenizers.regularizers import TargetFeatures, build_regularizer
@@ -144,12 +146,13 @@ def evaluate_tokenizer(tokenizer: KLTokenizer, images: torch.Tensor, batch_size:
     """
     was_training = tokenizer.training
     tokenizer.eval()
-    means, stds, sq = [], [], []
+    means, stds, sq, db = [], [], [], []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]
         mean, std = tokenizer.encode_moments(x)
         x_hat = tokenizer.decode(mean).clamp(0, 1)
         sq.append((x_hat - x).pow(2).flatten(1).mean(1))
+        db.append(psnr(x, x_hat))  # the reconstruction metric's standard protocol (spec 4.1)
         means.append(mean)
         stds.append(std)
     tokenizer.train(was_training)
@@ -158,7 +161,7 @@ def evaluate_tokenizer(tokenizer: KLTokenizer, images: torch.Tensor, batch_size:
     posterior_std = std.mean().item()
     return {
         "mse": mse.mean().item(),
-        "psnr": (10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean().item(),
+        "psnr": torch.cat(db).mean().item(),
         "posterior_std": posterior_std,
         "latent_std": latent_std,
         "latent_snr": latent_std / max(posterior_std, 1e-12),
@@ -324,7 +327,7 @@ def train_tokenizer(
         "perceptual_weight": perceptual_weight if perceptual is not None else 0.0,
         "perceptual_net": nets.perceptual_name,
         "alignment_net": nets.alignment_name,
-        "params": sum(p.numel() for p in tokenizer.parameters()),
+        "params": count_parameters(tokenizer),
     }
     if step < steps:
         return metrics
