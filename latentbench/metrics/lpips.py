@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from latentbench.metrics.reconstruction import check_pair
 from latentbench.weights import WeightMissing, resolve_weight
 
 __all__ = ["ALEXNET_FILE", "ALEXNET_SOURCE", "PROTOCOLS", "LPIPSMetric"]
@@ -30,20 +31,6 @@ ALEXNET_NAME = "torchvision AlexNet ImageNet weights (LPIPS trunk)"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 # torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
 ALEXNET_SOURCE = "torchvision (https://download.pytorch.org/models/" + ALEXNET_FILE + ")"
-
-
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
-    for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 4 or t.shape[1] != 3:
-            raise ValueError(f"{name}: expected float NCHW with 3 channels, got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name}: expected floating-point images in [0, 1], got dtype {t.dtype}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}: contains NaN or inf")
-    if x.shape != y.shape:
-        raise ValueError(f"y: shape {tuple(y.shape)} differs from x's {tuple(x.shape)}")
 
 
 def _lpips_model(weights_dir: str | Path | None, random_backbone: bool) -> torch.nn.Module:
@@ -99,7 +86,7 @@ class LPIPSMetric:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check_pair(x, y)
+        check_pair(x, y, channels=3)
         x, y = x.to(self.device, torch.float32), y.to(self.device, torch.float32)
         if self.protocol == "standard":
             # spec §4.1: clamp, then [0,1] -> [-1,1] inside lpips (LPIPS.forward, normalize=True)

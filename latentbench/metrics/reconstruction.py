@@ -39,13 +39,15 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, min_size: int = 1) -> None:
-    """Validate an (original, reconstruction) pair of NCHW float image batches."""
+def check_pair(x: torch.Tensor, y: torch.Tensor, min_size: int = 1, channels: int | None = None) -> None:
+    """Validate an (original, reconstruction) pair of NCHW float image batches (the one check of
+    PSNR, SSIM and LPIPS); ``channels``: the channel count a metric needs, if any."""
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: expected a torch tensor, got {type(t).__name__}")
-        if t.ndim != 4:
-            raise ValueError(f"{name}: expected NCHW images, got shape {tuple(t.shape)}")
+        if t.ndim != 4 or (channels is not None and t.shape[1] != channels):
+            need = f" with {channels} channels" if channels is not None else ""
+            raise ValueError(f"{name}: expected NCHW images{need}, got shape {tuple(t.shape)}")
         if not t.is_floating_point():
             raise ValueError(f"{name}: expected float images in [0, 1], got dtype {t.dtype}")
     if x.shape != y.shape:
@@ -78,7 +80,7 @@ def _to_protocol_scale(
 def psnr(x: torch.Tensor, y: torch.Tensor, protocol: str = "standard") -> torch.Tensor:
     """Per-image PSNR in dB, float64 [N]: 20 log10(255 / sqrt(MSE)) with MSE over C, H, W
     on the [0, 255] scale (spec 4.1); capped at ``PSNR_CAP_DB`` (identical images)."""
-    _check_pair(x, y)
+    check_pair(x, y)
     a, b, data_range = _to_protocol_scale(x, y, protocol)
     # Both protocols take the peak as 255 on a [0, 255] scale (iFID ``PSNR.__call__``).
     scale = 255.0 / data_range
@@ -111,7 +113,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, protocol: str = "standard") -> torch.
     ``pytorch_msssim.ssim(255 x, 255 y, data_range=255, size_average=False)``.
     Images must be at least 11x11 px.
     """
-    _check_pair(x, y, min_size=SSIM_WINDOW)
+    check_pair(x, y, min_size=SSIM_WINDOW)
     a, b, data_range = _to_protocol_scale(x, y, protocol)
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2

@@ -117,5 +117,5 @@ def test_bad_arguments(metric: LPIPSMetric) -> None:
         metric(x, y[:1])
     with pytest.raises(ValueError, match="x"):
         metric(x.to(torch.uint8), y)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match="x: expected NCHW images with 3 channels"):
         metric(x[:, :1], y[:, :1])
